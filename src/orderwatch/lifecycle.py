@@ -1,0 +1,494 @@
+"""The order state machine: pure functions of (order, vendor answer, policy, now, rng).
+
+Nothing here reads a clock, a database or the network, so every transition is tested by
+calling it. The worker asks :func:`plan` what to do with a claimed order; if the answer is a
+vendor call it makes the call and hands the :class:`~orderwatch.outcomes.Exchange` to
+:func:`after_place` or :func:`after_query`, which return the :class:`Transition` to store.
+
+Rules that are easy to get wrong, in one place:
+
+* ``max_polls`` counts every result query sent, abnormal answers included; the order fails
+  right after its ``max_polls``-th non-final answer.
+* ``deadline`` counts from ``started_at`` (creation, or an operator's retry); the last query
+  is scheduled at the deadline at the latest, and a non-final answer at or past it fails the
+  order.
+* A place-order whose answer is lost leaves the order SENT: it is reconciled by query, never
+  placed again (``on_place_unknown = "reconcile"``), or fails (``"fail"``).
+* "Unknown order" answers count in a row; an abnormal answer neither counts nor breaks the
+  row, since it says nothing about the order; any answer that knows the order resets it.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from typing import Any
+
+from . import backoff
+from .order import Order
+from .outcomes import (
+    Abnormal,
+    Accepted,
+    Delivered,
+    Exchange,
+    InProgress,
+    Rejected,
+    UnknownOrder,
+    VendorFailed,
+)
+from .statuses import Reason, Status
+
+SHIPPED = "SHIPPED"
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    """The schedule settings for one vendor, in schedule seconds (DESIGN §8 ``[polling]``)."""
+
+    initial_delay: float = 600.0
+    initial_interval: float = 300.0
+    factor: float = 2.0
+    max_interval: float = 6 * 3600.0
+    jitter: float = 0.1
+    max_polls: int = 30
+    deadline: float = 7 * 86400.0
+    not_found_limit: int = 3
+    payment_grace: float = 0.0
+    on_place_unknown: str = "reconcile"
+    reconcile_attempts: int = 5
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One line of an order's timeline."""
+
+    kind: str
+    at: datetime
+    from_status: Status | None = None
+    to_status: Status | None = None
+    reason: Reason | None = None
+    outcome: str | None = None
+    attempt: int | None = None
+    http_status: int | None = None
+    vendor_code: str | None = None
+    latency_ms: float | None = None
+    detail: dict[str, Any] | None = None
+    actor: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Transition:
+    """The order after a step, the events that explain it, and what to tell the customer."""
+
+    order: Order
+    events: tuple[Event, ...]
+    notify: str | None = None  # "order.succeeded", "order.failed", "order.shipped", ...
+
+
+@dataclass(frozen=True, slots=True)
+class Place:
+    """Send place-order (after the SENT mark is committed)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Query:
+    """Send a result query; ``reconcile`` when the place-order answer was never seen."""
+
+    reconcile: bool = False
+
+
+PLACE = Place()
+POLL = Query(reconcile=False)
+RECONCILE = Query(reconcile=True)
+
+Action = Place | Query | Transition
+
+
+def _exchange_fields(exchange: Exchange) -> dict[str, Any]:
+    return {
+        "outcome": exchange.outcome_name,
+        "http_status": exchange.http_status,
+        "vendor_code": exchange.vendor_code,
+        "latency_ms": round(exchange.latency * 1000, 3),
+    }
+
+
+def _finish(
+    order: Order,
+    *,
+    status: Status,
+    reason: Reason | None,
+    description: str | None,
+    now: datetime,
+    kind: str,
+    exchange: Exchange | None = None,
+    detail: dict[str, Any] | None = None,
+    extra_events: tuple[Event, ...] = (),
+    actor: str | None = None,
+    **changes: Any,
+) -> Transition:
+    after = replace(
+        order,
+        status=status,
+        reason=reason,
+        description=description,
+        next_run_at=None,
+        updated_at=now,
+        **changes,
+    )
+    event = Event(
+        kind=kind,
+        at=now,
+        from_status=order.status,
+        to_status=status,
+        reason=reason,
+        attempt=after.queries or None,
+        detail=detail,
+        actor=actor,
+        **(_exchange_fields(exchange) if exchange else {}),
+    )
+    notify = "order.succeeded" if status is Status.SUCCEEDED else "order.failed"
+    return Transition(after, (*extra_events, event), notify)
+
+
+def deadline_at(order: Order, policy: Policy) -> datetime:
+    return order.started_at + timedelta(seconds=policy.deadline)
+
+
+def plan(order: Order, policy: Policy, now: datetime, *, vendor_known: bool = True) -> Action:
+    """Decide what a claimed order needs: a vendor call, or a transition made without one."""
+    if order.status is Status.PENDING:
+        if order.payment_status != "PAID":
+            return _unpaid(order, policy, now)
+        if not vendor_known:
+            return _vendor_missing(order, policy, now)
+        return PLACE
+
+    if order.status in (Status.SENT, Status.ORDERED):
+        reconcile = order.status is Status.SENT
+        if reconcile and policy.on_place_unknown == "fail":
+            return _finish(
+                order,
+                status=Status.FAILED,
+                reason=Reason.PLACE_UNREACHABLE,
+                description="place-order may or may not have reached the vendor "
+                "(found SENT with no answer recorded); on_place_unknown = fail",
+                now=now,
+                kind="failed",
+            )
+        if order.queries >= policy.max_polls:
+            # Only after max_polls was lowered by a reload: end it now, with no query.
+            return _finish(
+                order,
+                status=Status.FAILED,
+                reason=Reason.MAX_POLLS_EXCEEDED,
+                description=f"{order.queries} queries sent, max_polls is {policy.max_polls}",
+                now=now,
+                kind="failed",
+            )
+        if not vendor_known:
+            return _vendor_missing(order, policy, now)
+        return RECONCILE if reconcile else POLL
+
+    # A final order is never due; reaching here means a row the engine cannot act on.
+    return _finish(
+        order,
+        status=Status.FAILED,
+        reason=Reason.INVALID_STATE,
+        description=f"claimed in final status {order.status}",
+        now=now,
+        kind="failed",
+    )
+
+
+def _unpaid(order: Order, policy: Policy, now: datetime) -> Transition:
+    expires = order.started_at + timedelta(seconds=policy.payment_grace)
+    if policy.payment_grace <= 0 or now >= expires:
+        return _finish(
+            order,
+            status=Status.FAILED,
+            reason=Reason.UNPAID,
+            description="order not paid at dispatch"
+            if policy.payment_grace <= 0
+            else "order not paid within the payment grace period",
+            now=now,
+            kind="failed",
+        )
+    after = replace(order, next_run_at=expires, updated_at=now, description="waiting for payment")
+    event = Event(
+        kind="payment_wait",
+        at=now,
+        from_status=order.status,
+        to_status=order.status,
+        detail={"until": expires.isoformat()},
+    )
+    return Transition(after, (event,))
+
+
+def _vendor_missing(order: Order, policy: Policy, now: datetime) -> Transition:
+    """The vendor was removed from the config: wait visibly, end as INVALID_STATE at deadline."""
+    if now >= deadline_at(order, policy):
+        return _finish(
+            order,
+            status=Status.FAILED,
+            reason=Reason.INVALID_STATE,
+            description=f"vendor {order.vendor!r} is not configured and the deadline passed",
+            now=now,
+            kind="failed",
+        )
+    description = f"waiting: vendor {order.vendor!r} is not configured"
+    wake = min(now + timedelta(seconds=policy.initial_interval), deadline_at(order, policy))
+    after = replace(order, next_run_at=wake, updated_at=now, description=description)
+    events: tuple[Event, ...] = ()
+    if order.description != description:  # one event when the wait starts, not every check
+        events = (
+            Event(
+                kind="vendor_missing",
+                at=now,
+                from_status=order.status,
+                to_status=order.status,
+                detail={"vendor": order.vendor},
+            ),
+        )
+    return Transition(after, events)
+
+
+def mark_sent(order: Order, now: datetime, *, actor: str | None = None) -> Transition:
+    """PENDING → SENT, committed before the place-order request leaves."""
+    after = replace(
+        order,
+        status=Status.SENT,
+        placements=order.placements + 1,
+        updated_at=now,
+        description="place-order being sent",
+    )
+    event = Event(kind="sent", at=now, from_status=order.status, to_status=Status.SENT, actor=actor)
+    return Transition(after, (event,))
+
+
+def after_place(
+    order: Order, exchange: Exchange, policy: Policy, now: datetime, rng: random.Random
+) -> Transition:
+    """The answer to place-order (the order is SENT)."""
+    outcome = exchange.outcome
+    fields = _exchange_fields(exchange)
+    if isinstance(outcome, Accepted):
+        after = replace(
+            order,
+            status=Status.ORDERED,
+            vendor_order_id=outcome.vendor_order_id,
+            placed_at=now,
+            next_run_at=now + timedelta(seconds=policy.initial_delay),
+            unknown_streak=0,
+            updated_at=now,
+            description="vendor accepted the order",
+        )
+        event = Event(
+            kind="placed", at=now, from_status=order.status, to_status=Status.ORDERED, **fields
+        )
+        return Transition(after, (event,))
+
+    if isinstance(outcome, Rejected):
+        return _finish(
+            order,
+            status=Status.FAILED,
+            reason=Reason.PLACE_REJECTED,
+            description=f"{outcome.code} {outcome.message}".strip(),
+            now=now,
+            kind="place_rejected",
+            exchange=exchange,
+        )
+
+    # No valid answer: the vendor may or may not have the order.
+    detail = _abnormal_text(outcome)
+    abnormal = order.abnormal + 1
+    if policy.on_place_unknown == "fail":
+        return _finish(
+            order,
+            status=Status.FAILED,
+            reason=Reason.PLACE_UNREACHABLE,
+            description=f"no valid answer to place-order: {detail}",
+            now=now,
+            kind="failed",
+            exchange=exchange,
+            abnormal=abnormal,
+        )
+    wait = policy.initial_interval
+    if isinstance(outcome, Abnormal) and outcome.retry_after and outcome.retry_after > wait:
+        wait = outcome.retry_after
+    next_run_at = min(now + timedelta(seconds=wait), deadline_at(order, policy))
+    after = replace(
+        order,
+        abnormal=abnormal,
+        next_run_at=next_run_at,
+        updated_at=now,
+        description=f"place-order answer unknown ({detail}); reconciling by query",
+    )
+    event = Event(
+        kind="place_unknown",
+        at=now,
+        from_status=order.status,
+        to_status=order.status,
+        detail={"next_run_at": next_run_at.isoformat()},
+        **fields,
+    )
+    return Transition(after, (event,))
+
+
+def _abnormal_text(outcome: object) -> str:
+    if isinstance(outcome, Abnormal):
+        return f"{outcome.kind}: {outcome.detail}" if outcome.detail else outcome.kind
+    return f"unexpected answer {type(outcome).__name__}"
+
+
+def after_query(
+    order: Order, exchange: Exchange, policy: Policy, now: datetime, rng: random.Random
+) -> Transition:
+    """The answer to a result query, for an ORDERED order or a SENT one being reconciled."""
+    outcome = exchange.outcome
+    fields = _exchange_fields(exchange)
+    queries = order.queries + 1
+    reconciling = order.status is Status.SENT
+    base = replace(order, queries=queries, updated_at=now)
+    events: list[Event] = []
+
+    if reconciling and isinstance(outcome, InProgress | Delivered | VendorFailed):
+        base = replace(
+            base,
+            status=Status.ORDERED,
+            placed_at=order.placed_at or now,
+            vendor_order_id=outcome.vendor_order_id or order.vendor_order_id,
+        )
+        events.append(
+            Event(
+                kind="reconciled",
+                at=now,
+                from_status=Status.SENT,
+                to_status=Status.ORDERED,
+                attempt=queries,
+                detail={"note": "the vendor knows the order"},
+            )
+        )
+
+    if isinstance(outcome, Delivered):
+        return _finish(
+            base,
+            status=Status.SUCCEEDED,
+            reason=None,
+            description=outcome.description or "delivered",
+            now=now,
+            kind="succeeded",
+            exchange=exchange,
+            extra_events=tuple(events),
+            logistics=outcome.logistics or order.logistics,
+            vendor_status="DELIVERED",
+            unknown_streak=0,
+        )
+    if isinstance(outcome, VendorFailed):
+        return _finish(
+            base,
+            status=Status.FAILED,
+            reason=Reason.VENDOR_FAILED,
+            description=outcome.description or "vendor reports the order failed",
+            now=now,
+            kind="failed",
+            exchange=exchange,
+            extra_events=tuple(events),
+            logistics=outcome.logistics or order.logistics,
+            vendor_status="FAILED",
+            unknown_streak=0,
+        )
+
+    retry_after: float | None = None
+    notify: str | None = None
+    kind = "queried"
+    if isinstance(outcome, InProgress):
+        newly_shipped = outcome.shipped and order.vendor_status != SHIPPED
+        base = replace(
+            base,
+            unknown_streak=0,
+            vendor_status=outcome.vendor_status,
+            description=outcome.description or base.description,
+            logistics=outcome.logistics or order.logistics,
+        )
+        if newly_shipped:
+            notify, kind = "order.shipped", "shipped"
+    elif isinstance(outcome, UnknownOrder):
+        streak = order.unknown_streak + 1
+        base = replace(base, unknown_streak=streak)
+        if reconciling and streak >= policy.reconcile_attempts:
+            return _finish(
+                base,
+                status=Status.FAILED,
+                reason=Reason.PLACE_UNREACHABLE,
+                description=f"place-order answer was lost and the vendor did not know the "
+                f"order in {streak} queries in a row; an operator may place it again",
+                now=now,
+                kind="failed",
+                exchange=exchange,
+            )
+        if not reconciling and streak >= policy.not_found_limit:
+            return _finish(
+                base,
+                status=Status.FAILED,
+                reason=Reason.NOT_FOUND_AT_VENDOR,
+                description=f"vendor did not know the order in {streak} queries in a row",
+                now=now,
+                kind="failed",
+                exchange=exchange,
+            )
+    else:  # Abnormal, or an answer that makes no sense for a query
+        if isinstance(outcome, Abnormal):
+            retry_after = outcome.retry_after
+        base = replace(base, abnormal=order.abnormal + 1)
+
+    if queries >= policy.max_polls:
+        return _finish(
+            base,
+            status=Status.FAILED,
+            reason=Reason.MAX_POLLS_EXCEEDED,
+            description=f"no final answer after {queries} queries (max_polls)",
+            now=now,
+            kind="failed",
+            exchange=exchange,
+            extra_events=tuple(events),
+        )
+    limit = deadline_at(order, policy)
+    if now >= limit:
+        return _finish(
+            base,
+            status=Status.FAILED,
+            reason=Reason.DEADLINE_EXCEEDED,
+            description=f"no final answer by the deadline ({limit.isoformat()})",
+            now=now,
+            kind="failed",
+            exchange=exchange,
+            extra_events=tuple(events),
+        )
+
+    # Reconcile queries continue the backoff from initial_interval (DESIGN §3).
+    n = queries + 1 if base.status is Status.SENT else queries
+    delay = backoff.next_delay(
+        n,
+        initial_interval=policy.initial_interval,
+        factor=policy.factor,
+        max_interval=policy.max_interval,
+        jitter=policy.jitter,
+        rng=rng,
+        retry_after=retry_after,
+    )
+    next_run_at = min(now + timedelta(seconds=delay), limit)
+    after = replace(base, next_run_at=next_run_at)
+    events.append(
+        Event(
+            kind=kind,
+            at=now,
+            from_status=after.status if events else order.status,
+            to_status=after.status,
+            attempt=queries,
+            detail={"next_run_at": next_run_at.isoformat()},
+            **fields,
+        )
+    )
+    return Transition(after, tuple(events), notify)

@@ -1,0 +1,80 @@
+"""The order as the engine sees it: one row that is also its own schedule."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from .statuses import Reason, Status
+
+
+@dataclass(frozen=True, slots=True)
+class Recipient:
+    name: str
+    phone: str
+    address: str
+
+
+@dataclass(frozen=True, slots=True)
+class NewOrder:
+    """An order as it arrives (DESIGN §8), already validated."""
+
+    order_no: str
+    vendor: str
+    sku: str
+    quantity: int
+    points: int
+    recipient: Recipient
+    payment_status: str = "PAID"
+    customer_id: str | None = None
+
+    def body(self) -> dict[str, Any]:
+        """The intake body, for idempotency checks (same order_no, same body)."""
+        return {
+            "order_no": self.order_no,
+            "vendor": self.vendor,
+            "sku": self.sku,
+            "quantity": self.quantity,
+            "points": self.points,
+            "customer_id": self.customer_id,
+            "payment_status": self.payment_status,
+            "recipient": {
+                "name": self.recipient.name,
+                "phone": self.recipient.phone,
+                "address": self.recipient.address,
+            },
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Order:
+    """A stored order. Immutable: a transition returns a new one."""
+
+    id: int
+    order_no: str
+    vendor: str
+    sku: str
+    quantity: int
+    points: int
+    recipient: Recipient
+    payment_status: str
+    customer_id: str | None
+    status: Status
+    reason: Reason | None
+    description: str | None
+    vendor_order_id: str | None
+    vendor_status: str | None
+    logistics: dict[str, Any] | None
+    queries: int  # result queries sent in this cycle, abnormal answers included
+    abnormal: int  # answers that told nothing (timeouts, 5xx, garbage, bad signatures)
+    takeovers: int  # claims that found another worker's lease expired
+    placements: int  # place-order requests sent, ever
+    unknown_streak: int  # "unknown order" answers in a row
+    next_run_at: datetime | None
+    started_at: datetime  # start of the current cycle: creation, or an operator's retry
+    placed_at: datetime | None
+    created_at: datetime
+    updated_at: datetime
+    lease_token: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)

@@ -1,0 +1,804 @@
+"""The store on a relational database, through SQLAlchemy Core.
+
+Each call runs as one transaction on a dedicated database thread, so the event loop never
+blocks on the database and a batch of a hundred results costs one hop and one commit.
+SQLite runs in WAL mode with ``BEGIN IMMEDIATE`` for writes, so a claim's read and its
+lease update cannot interleave with another process's. Claims and fenced write-backs are
+written once for every dialect: read the rows (``FOR UPDATE SKIP LOCKED`` where the
+database has it), then update them in one ``executemany``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any, TypeVar
+
+import sqlalchemy as sa
+from sqlalchemy import Connection, Engine, event, func, select
+from sqlalchemy.engine import make_url
+
+from ..errors import Conflict, SchemaNotCurrent
+from ..lifecycle import Event
+from ..order import NewOrder, Order, Recipient
+from ..statuses import Reason, Status
+from .base import (
+    Counts,
+    InsertResult,
+    OrderFilter,
+    OutboxResult,
+    OutboxRow,
+    Write,
+)
+from .schema import order_events, orders, outbox
+
+T = TypeVar("T")
+
+_DRIVERS = {
+    "sqlite": "sqlite+pysqlite",
+    "postgresql": "postgresql+psycopg",
+    "postgres": "postgresql+psycopg",
+    "mysql": "mysql+pymysql",
+    "mariadb": "mysql+pymysql",
+}
+
+
+def engine_url(url: str) -> sa.URL:
+    """``sqlite:///x.db`` → the driver orderwatch uses for that database."""
+    parsed = make_url(url)
+    driver = _DRIVERS.get(parsed.drivername)
+    return parsed.set(drivername=driver) if driver else parsed
+
+
+def request_hash(order: NewOrder) -> str:
+    body = json.dumps(order.body(), sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(body.encode()).hexdigest()
+
+
+def new_token() -> str:
+    return os.urandom(8).hex()
+
+
+def _dumps(value: Any) -> str | None:
+    if value is None:
+        return None
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+def _loads(value: str | None) -> Any:
+    return None if value is None else json.loads(value)
+
+
+def row_to_order(row: Mapping[Any, Any]) -> Order:
+    rec = json.loads(row["recipient"])
+    return Order(
+        id=row["id"],
+        order_no=row["order_no"],
+        vendor=row["vendor"],
+        sku=row["sku"],
+        quantity=row["quantity"],
+        points=row["points"],
+        recipient=Recipient(rec["name"], rec["phone"], rec["address"]),
+        payment_status=row["payment_status"],
+        customer_id=row["customer_id"],
+        status=Status(row["status"]),
+        reason=Reason(row["reason"]) if row["reason"] else None,
+        description=row["description"],
+        vendor_order_id=row["vendor_order_id"],
+        vendor_status=row["vendor_status"],
+        logistics=_loads(row["logistics"]),
+        queries=row["queries"],
+        abnormal=row["abnormal"],
+        takeovers=row["takeovers"],
+        placements=row["placements"],
+        unknown_streak=row["unknown_streak"],
+        next_run_at=row["next_run_at"],
+        started_at=row["started_at"],
+        placed_at=row["placed_at"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+        lease_token=row["lease_token"],
+    )
+
+
+def _order_params(order: Order, token: str | None, release: bool) -> dict[str, Any]:
+    params = {
+        "b_id": order.id,
+        "b_token": token,
+        "status": order.status.value,
+        "reason": order.reason.value if order.reason else None,
+        "description": order.description,
+        "vendor_order_id": order.vendor_order_id,
+        "vendor_status": order.vendor_status,
+        "logistics": _dumps(order.logistics),
+        "queries": order.queries,
+        "abnormal": order.abnormal,
+        "takeovers": order.takeovers,
+        "placements": order.placements,
+        "unknown_streak": order.unknown_streak,
+        "next_run_at": order.next_run_at,
+        "started_at": order.started_at,
+        "placed_at": order.placed_at,
+        "updated_at": order.updated_at,
+    }
+    if release:
+        params.update(locked_by=None, locked_until=None, lease_token=None)
+    return params
+
+
+def event_params(order_id: int, ev: Event) -> dict[str, Any]:
+    return {
+        "order_id": order_id,
+        "at": ev.at,
+        "kind": ev.kind,
+        "from_status": ev.from_status.value if ev.from_status else None,
+        "to_status": ev.to_status.value if ev.to_status else None,
+        "reason": ev.reason.value if ev.reason else None,
+        "outcome": ev.outcome,
+        "attempt": ev.attempt,
+        "http_status": ev.http_status,
+        "vendor_code": ev.vendor_code,
+        "latency_ms": ev.latency_ms,
+        "detail": _dumps(ev.detail),
+        "actor": ev.actor,
+    }
+
+
+def _row_to_event(row: Mapping[Any, Any]) -> Event:
+    return Event(
+        kind=row["kind"],
+        at=row["at"],
+        from_status=Status(row["from_status"]) if row["from_status"] else None,
+        to_status=Status(row["to_status"]) if row["to_status"] else None,
+        reason=Reason(row["reason"]) if row["reason"] else None,
+        outcome=row["outcome"],
+        attempt=row["attempt"],
+        http_status=row["http_status"],
+        vendor_code=row["vendor_code"],
+        latency_ms=row["latency_ms"],
+        detail=_loads(row["detail"]),
+        actor=row["actor"],
+    )
+
+
+def _row_to_outbox(row: Mapping[Any, Any]) -> OutboxRow:
+    return OutboxRow(
+        id=row["id"],
+        order_id=row["order_id"],
+        order_no=row["order_no"],
+        event_type=row["event_type"],
+        payload=row["payload"],
+        state=row["state"],
+        attempts=row["attempts"],
+        next_attempt_at=row["next_attempt_at"],
+        created_at=row["created_at"],
+        delivered_at=row["delivered_at"],
+        last_error=row["last_error"],
+        lease_token=row["lease_token"],
+    )
+
+
+_UPDATE_RELEASE = (
+    orders.update()
+    .where(orders.c.id == sa.bindparam("b_id"), orders.c.lease_token == sa.bindparam("b_token"))
+    .values(
+        {
+            name: sa.bindparam(name)
+            for name in (
+                "status",
+                "reason",
+                "description",
+                "vendor_order_id",
+                "vendor_status",
+                "logistics",
+                "queries",
+                "abnormal",
+                "takeovers",
+                "placements",
+                "unknown_streak",
+                "next_run_at",
+                "started_at",
+                "placed_at",
+                "updated_at",
+                "locked_by",
+                "locked_until",
+                "lease_token",
+            )
+        }
+    )
+)
+_UPDATE_KEEP = (
+    orders.update()
+    .where(orders.c.id == sa.bindparam("b_id"), orders.c.lease_token == sa.bindparam("b_token"))
+    .values(
+        {
+            name: sa.bindparam(name)
+            for name in (
+                "status",
+                "reason",
+                "description",
+                "vendor_order_id",
+                "vendor_status",
+                "logistics",
+                "queries",
+                "abnormal",
+                "takeovers",
+                "placements",
+                "unknown_streak",
+                "next_run_at",
+                "started_at",
+                "placed_at",
+                "updated_at",
+            )
+        }
+    )
+)
+_CLAIM_UPDATE = (
+    orders.update()
+    .where(orders.c.id == sa.bindparam("b_id"))
+    .values(
+        locked_by=sa.bindparam("locked_by"),
+        locked_until=sa.bindparam("locked_until"),
+        lease_token=sa.bindparam("lease_token"),
+        takeovers=sa.bindparam("takeovers"),
+    )
+)
+
+
+class SqlStore:
+    """:class:`~orderwatch.store.base.Store` on SQLite, PostgreSQL or MySQL/MariaDB."""
+
+    def __init__(self, url: str, *, echo: bool = False) -> None:
+        self.url = url
+        target = engine_url(url)
+        self.dialect = target.get_backend_name()
+        kwargs: dict[str, Any] = {"echo": echo}
+        if self.dialect == "sqlite":
+            database = target.database
+            if database and database != ":memory:":
+                Path(database).parent.mkdir(parents=True, exist_ok=True)
+            kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
+        else:
+            kwargs["pool_pre_ping"] = True
+        self.engine: Engine = sa.create_engine(target, **kwargs)
+        if self.dialect == "sqlite":
+            _setup_sqlite(self.engine)
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="orderwatch-db")
+        self._skip_locked = self.dialect in ("postgresql", "mysql")
+
+    # ------------------------------------------------------------------ plumbing
+
+    async def _run(self, fn: Callable[[Connection], T], *, write: bool = True) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, self._tx, fn, write)
+
+    def _tx(self, fn: Callable[[Connection], T], write: bool) -> T:
+        conn = self.engine.connect()
+        try:
+            if not write:
+                conn = conn.execution_options(orderwatch_readonly=True)
+            with conn.begin():
+                return fn(conn)
+        finally:
+            conn.close()
+
+    async def close(self) -> None:
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._executor, self.engine.dispose)
+        self._executor.shutdown(wait=True)
+
+    # ------------------------------------------------------------------ schema
+
+    async def upgrade(self) -> None:
+        from .migrate import upgrade
+
+        await asyncio.get_running_loop().run_in_executor(self._executor, upgrade, self.engine)
+
+    async def ensure_schema(self, *, auto_upgrade: bool) -> None:
+        """Upgrade if allowed (the embedded default), else fail unless the schema is current."""
+        from .migrate import is_current
+
+        loop = asyncio.get_running_loop()
+        current = await loop.run_in_executor(self._executor, is_current, self.engine)
+        if current:
+            return
+        if auto_upgrade:
+            await self.upgrade()
+            return
+        raise SchemaNotCurrent(
+            f"the database at {make_url(self.url).render_as_string(hide_password=True)} "
+            "is not at the current schema; run `orderwatch db upgrade`"
+        )
+
+    # ------------------------------------------------------------------ intake
+
+    async def insert_orders(
+        self, new: Sequence[NewOrder], *, now: datetime, actor: str | None = None
+    ) -> InsertResult:
+        hashes = [request_hash(o) for o in new]
+
+        def work(conn: Connection) -> InsertResult:
+            existing: dict[str, Mapping[Any, Any]] = {}
+            numbers = [o.order_no for o in new]
+            for some in _chunks(numbers, 500):
+                for found in conn.execute(select(orders).where(orders.c.order_no.in_(some))):
+                    existing[found.order_no] = found._mapping
+            conflicts = []
+            same: list[Order] = []
+            fresh: list[tuple[NewOrder, str]] = []
+            for order, h in zip(new, hashes, strict=True):
+                row = existing.get(order.order_no)
+                if row is None:
+                    fresh.append((order, h))
+                elif row["request_hash"] == h:
+                    same.append(row_to_order(row))
+                else:
+                    conflicts.append((order.order_no, _differing_fields(order, row)))
+            if conflicts:
+                fields = sorted({f for _, fs in conflicts for f in fs})
+                text = "; ".join(f"{no}: {', '.join(fs) or 'body'} differ" for no, fs in conflicts)
+                raise Conflict(
+                    f"order_no already taken with a different body ({text})", fields=fields
+                )
+            if not fresh:
+                return InsertResult([], same)
+            params = [
+                {
+                    "order_no": o.order_no,
+                    "vendor": o.vendor,
+                    "customer_id": o.customer_id,
+                    "sku": o.sku,
+                    "quantity": o.quantity,
+                    "points": o.points,
+                    "recipient": _dumps(
+                        {
+                            "name": o.recipient.name,
+                            "phone": o.recipient.phone,
+                            "address": o.recipient.address,
+                        }
+                    ),
+                    "payment_status": o.payment_status,
+                    "request_hash": h,
+                    "status": Status.PENDING.value,
+                    "next_run_at": now,
+                    "started_at": now,
+                    "created_at": now,
+                    "updated_at": now,
+                }
+                for o, h in fresh
+            ]
+            ids: dict[str, int] = {}
+            for rows in _chunks(params, 500):
+                result = conn.execute(
+                    orders.insert().returning(
+                        orders.c.id, orders.c.order_no, sort_by_parameter_order=True
+                    ),
+                    rows,
+                )
+                ids.update({r.order_no: r.id for r in result})
+            events = [
+                event_params(
+                    ids[o.order_no],
+                    Event(
+                        kind="created",
+                        at=now,
+                        to_status=Status.PENDING,
+                        actor=actor,
+                        detail={"payment_status": o.payment_status},
+                    ),
+                )
+                for o, _ in fresh
+            ]
+            for event_rows in _chunks(events, 500):
+                conn.execute(order_events.insert(), event_rows)
+            created: list[Order] = []
+            id_list = list(ids.values())
+            for id_chunk in _chunks(id_list, 500):
+                created.extend(
+                    row_to_order(r._mapping)
+                    for r in conn.execute(select(orders).where(orders.c.id.in_(id_chunk)))
+                )
+            created.sort(key=lambda o: o.id)
+            return InsertResult(created, same)
+
+        return await self._run(work)
+
+    # ------------------------------------------------------------------ the hot path
+
+    async def claim_due(
+        self, *, now: datetime, real_now: datetime, limit: int, worker_id: str, lease: float
+    ) -> list[Order]:
+        until = real_now + timedelta(seconds=lease)
+
+        def work(conn: Connection) -> list[Order]:
+            query = (
+                select(orders)
+                .where(
+                    orders.c.next_run_at.is_not(None),
+                    orders.c.next_run_at <= now,
+                    sa.or_(orders.c.locked_until.is_(None), orders.c.locked_until < real_now),
+                )
+                .order_by(orders.c.next_run_at)
+                .limit(limit)
+            )
+            if self._skip_locked:
+                query = query.with_for_update(skip_locked=True)
+            rows = conn.execute(query).mappings().all()
+            if not rows:
+                return []
+            claimed = []
+            params = []
+            for row in rows:
+                token = new_token()
+                took_over = row["lease_token"] is not None
+                order = row_to_order(row)
+                takeovers = order.takeovers + (1 if took_over else 0)
+                order = _with_lease(order, token, takeovers)
+                claimed.append((order, took_over))
+                params.append(
+                    {
+                        "b_id": order.id,
+                        "locked_by": worker_id,
+                        "locked_until": until,
+                        "lease_token": token,
+                        "takeovers": takeovers,
+                    }
+                )
+            conn.execute(_CLAIM_UPDATE, params)
+            takeover_events = [
+                event_params(
+                    o.id,
+                    Event(
+                        kind="takeover",
+                        at=now,
+                        from_status=o.status,
+                        to_status=o.status,
+                        actor=worker_id,
+                        detail={"note": "the previous lease expired before its write-back"},
+                    ),
+                )
+                for o, took in claimed
+                if took
+            ]
+            if takeover_events:
+                conn.execute(order_events.insert(), takeover_events)
+            return [o for o, _ in claimed]
+
+        return await self._run(work)
+
+    async def apply(self, writes: Sequence[Write]) -> set[int]:
+        if not writes:
+            return set()
+
+        def work(conn: Connection) -> set[int]:
+            wanted = {w.transition.order.id: w.token for w in writes}
+            held: dict[int, str | None] = {}
+            for id_chunk in _chunks(list(wanted), 500):
+                q = select(orders.c.id, orders.c.lease_token).where(orders.c.id.in_(id_chunk))
+                if self._skip_locked:
+                    q = q.with_for_update()
+                held.update({r.id: r.lease_token for r in conn.execute(q)})
+            winners = [
+                w
+                for w in writes
+                if w.token is not None and held.get(w.transition.order.id) == w.token
+            ]
+            if not winners:
+                return set()
+            released = [
+                _order_params(w.transition.order, w.token, True) for w in winners if w.release
+            ]
+            kept = [
+                _order_params(w.transition.order, w.token, False) for w in winners if not w.release
+            ]
+            if released:
+                conn.execute(_UPDATE_RELEASE, released)
+            if kept:
+                conn.execute(_UPDATE_KEEP, kept)
+            events = [
+                event_params(w.transition.order.id, ev)
+                for w in winners
+                for ev in w.transition.events
+            ]
+            if events:
+                conn.execute(order_events.insert(), events)
+            notes = [
+                {
+                    "order_id": w.transition.order.id,
+                    "order_no": w.transition.order.order_no,
+                    "event_type": w.outbox.event_type,
+                    "payload": w.outbox.payload,
+                    "state": w.outbox.state,
+                    "attempts": 0,
+                    "next_attempt_at": w.transition.order.updated_at
+                    if w.outbox.state == "pending"
+                    else None,
+                    "created_at": w.transition.order.updated_at,
+                }
+                for w in winners
+                if w.outbox is not None
+            ]
+            if notes:
+                conn.execute(outbox.insert(), notes)
+            return {w.transition.order.id for w in winners}
+
+        return await self._run(work)
+
+    async def renew_leases(self, tokens: Mapping[int, str], *, until: datetime) -> int:
+        if not tokens:
+            return 0
+        stmt = (
+            orders.update()
+            .where(
+                orders.c.id == sa.bindparam("b_id"), orders.c.lease_token == sa.bindparam("b_token")
+            )
+            .values(locked_until=until)
+        )
+
+        def work(conn: Connection) -> int:
+            result = conn.execute(stmt, [{"b_id": i, "b_token": t} for i, t in tokens.items()])
+            return int(result.rowcount)
+
+        return await self._run(work)
+
+    async def release(self, tokens: Mapping[int, str]) -> None:
+        if not tokens:
+            return
+        stmt = (
+            orders.update()
+            .where(
+                orders.c.id == sa.bindparam("b_id"), orders.c.lease_token == sa.bindparam("b_token")
+            )
+            .values(locked_by=None, locked_until=None, lease_token=None)
+        )
+
+        def work(conn: Connection) -> None:
+            conn.execute(stmt, [{"b_id": i, "b_token": t} for i, t in tokens.items()])
+
+        await self._run(work)
+
+    async def next_due_at(self, *, real_now: datetime) -> datetime | None:
+        def work(conn: Connection) -> datetime | None:
+            value: datetime | None = conn.execute(
+                select(func.min(orders.c.next_run_at)).where(
+                    orders.c.next_run_at.is_not(None),
+                    sa.or_(orders.c.locked_until.is_(None), orders.c.locked_until < real_now),
+                )
+            ).scalar()
+            return value
+
+        return await self._run(work, write=False)
+
+    # ------------------------------------------------------------------ reading
+
+    async def get_order(self, order_no: str) -> Order | None:
+        def work(conn: Connection) -> Order | None:
+            row = conn.execute(select(orders).where(orders.c.order_no == order_no)).first()
+            return row_to_order(row._mapping) if row else None
+
+        return await self._run(work, write=False)
+
+    async def get_events(self, order_id: int) -> list[Event]:
+        def work(conn: Connection) -> list[Event]:
+            rows = conn.execute(
+                select(order_events)
+                .where(order_events.c.order_id == order_id)
+                .order_by(order_events.c.id)
+            )
+            return [_row_to_event(r._mapping) for r in rows]
+
+        return await self._run(work, write=False)
+
+    async def list_orders(
+        self, flt: OrderFilter, *, limit: int = 50, before_id: int | None = None
+    ) -> list[Order]:
+        def work(conn: Connection) -> list[Order]:
+            q = select(orders)
+            for cond in _filter_conditions(flt):
+                q = q.where(cond)
+            if before_id is not None:
+                q = q.where(orders.c.id < before_id)
+            q = q.order_by(orders.c.id.desc()).limit(limit)
+            return [row_to_order(r._mapping) for r in conn.execute(q)]
+
+        return await self._run(work, write=False)
+
+    async def counts(self, *, now: datetime) -> Counts:
+        def work(conn: Connection) -> Counts:
+            out = Counts()
+            rows = conn.execute(
+                select(orders.c.vendor, orders.c.status, orders.c.reason, func.count()).group_by(
+                    orders.c.vendor, orders.c.status, orders.c.reason
+                )
+            )
+            for vendor, status, reason, n in rows:
+                out.by_status[status] = out.by_status.get(status, 0) + n
+                if reason:
+                    out.by_reason[reason] = out.by_reason.get(reason, 0) + n
+                per = out.by_vendor.setdefault(vendor, {})
+                per[status] = per.get(status, 0) + n
+            out.due = int(
+                conn.execute(
+                    select(func.count())
+                    .select_from(orders)
+                    .where(orders.c.next_run_at.is_not(None), orders.c.next_run_at <= now)
+                ).scalar_one()
+            )
+            return out
+
+        return await self._run(work, write=False)
+
+    # ------------------------------------------------------------------ outbox
+
+    async def claim_outbox(
+        self, *, now: datetime, real_now: datetime, limit: int, lease: float
+    ) -> list[OutboxRow]:
+        until = real_now + timedelta(seconds=lease)
+
+        def work(conn: Connection) -> list[OutboxRow]:
+            q = (
+                select(outbox)
+                .where(
+                    outbox.c.state == "pending",
+                    outbox.c.next_attempt_at <= now,
+                    sa.or_(outbox.c.locked_until.is_(None), outbox.c.locked_until < real_now),
+                )
+                .order_by(outbox.c.id)
+                .limit(limit)
+            )
+            if self._skip_locked:
+                q = q.with_for_update(skip_locked=True)
+            rows = [_row_to_outbox(r._mapping) for r in conn.execute(q)]
+            if not rows:
+                return []
+            claimed = [_outbox_with_token(r, new_token()) for r in rows]
+            conn.execute(
+                outbox.update()
+                .where(outbox.c.id == sa.bindparam("b_id"))
+                .values(locked_until=until, lease_token=sa.bindparam("lease_token")),
+                [{"b_id": r.id, "lease_token": r.lease_token} for r in claimed],
+            )
+            return claimed
+
+        return await self._run(work)
+
+    async def finish_outbox(self, results: Sequence[OutboxResult]) -> set[int]:
+        if not results:
+            return set()
+        stmt = (
+            outbox.update()
+            .where(
+                outbox.c.id == sa.bindparam("b_id"), outbox.c.lease_token == sa.bindparam("b_token")
+            )
+            .values(
+                state=sa.bindparam("state"),
+                attempts=sa.bindparam("attempts"),
+                next_attempt_at=sa.bindparam("next_attempt_at"),
+                last_error=sa.bindparam("last_error"),
+                delivered_at=sa.bindparam("delivered_at"),
+                locked_until=None,
+                lease_token=None,
+            )
+        )
+
+        def work(conn: Connection) -> set[int]:
+            held = {
+                r.id: r.lease_token
+                for r in conn.execute(
+                    select(outbox.c.id, outbox.c.lease_token).where(
+                        outbox.c.id.in_([r.id for r in results])
+                    )
+                )
+            }
+            winners = [r for r in results if held.get(r.id) == r.token]
+            if winners:
+                conn.execute(
+                    stmt,
+                    [
+                        {
+                            "b_id": r.id,
+                            "b_token": r.token,
+                            "state": r.state,
+                            "attempts": r.attempts,
+                            "next_attempt_at": r.next_attempt_at,
+                            "last_error": r.last_error,
+                            "delivered_at": r.delivered_at,
+                        }
+                        for r in winners
+                    ],
+                )
+            return {r.id for r in winners}
+
+        return await self._run(work)
+
+    async def list_outbox(self, order_id: int) -> list[OutboxRow]:
+        def work(conn: Connection) -> list[OutboxRow]:
+            rows = conn.execute(
+                select(outbox).where(outbox.c.order_id == order_id).order_by(outbox.c.id)
+            )
+            return [_row_to_outbox(r._mapping) for r in rows]
+
+        return await self._run(work, write=False)
+
+    # ------------------------------------------------------------------ for tests and tools
+
+    async def execute(self, fn: Callable[[Connection], T]) -> T:
+        """Run ``fn(connection)`` in one transaction on the database thread."""
+        return await self._run(fn)
+
+
+def _with_lease(order: Order, token: str, takeovers: int) -> Order:
+    from dataclasses import replace
+
+    return replace(order, lease_token=token, takeovers=takeovers)
+
+
+def _outbox_with_token(row: OutboxRow, token: str) -> OutboxRow:
+    from dataclasses import replace
+
+    return replace(row, lease_token=token)
+
+
+def _filter_conditions(flt: OrderFilter) -> Iterable[sa.ColumnElement[bool]]:
+    if flt.status:
+        yield orders.c.status == flt.status
+    if flt.reason:
+        yield orders.c.reason == flt.reason
+    if flt.vendor:
+        yield orders.c.vendor == flt.vendor
+    if flt.customer_id:
+        yield orders.c.customer_id == flt.customer_id
+    if flt.created_after:
+        yield orders.c.created_at >= flt.created_after
+    if flt.created_before:
+        yield orders.c.created_at < flt.created_before
+
+
+def _differing_fields(order: NewOrder, row: Mapping[Any, Any]) -> list[str]:
+    stored = {
+        "vendor": row["vendor"],
+        "sku": row["sku"],
+        "quantity": row["quantity"],
+        "points": row["points"],
+        "customer_id": row["customer_id"],
+        "payment_status": row["payment_status"],
+    }
+    rec = json.loads(row["recipient"])
+    body = order.body()
+    diff = [k for k, v in stored.items() if body[k] != v]
+    diff += [
+        f"recipient.{k}" for k in ("name", "phone", "address") if body["recipient"][k] != rec[k]
+    ]
+    return diff
+
+
+def _chunks(items: Sequence[T], size: int) -> Iterable[Sequence[T]]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
+
+
+def _setup_sqlite(engine: Engine) -> None:
+    """WAL, a busy timeout, and explicit transactions: IMMEDIATE for writes."""
+
+    @event.listens_for(engine, "connect")
+    def _connect(dbapi_conn: Any, _record: Any) -> None:
+        dbapi_conn.isolation_level = None  # let SQLAlchemy's begin event issue BEGIN
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA synchronous=FULL")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.execute("PRAGMA busy_timeout=30000")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _begin(conn: Connection) -> None:
+        if conn.get_execution_options().get("orderwatch_readonly"):
+            conn.exec_driver_sql("BEGIN")
+        else:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")

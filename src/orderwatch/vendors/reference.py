@@ -1,0 +1,293 @@
+"""The reference vendor protocol of DESIGN §5, over aiohttp.
+
+Every answer goes through :func:`interpret` before the engine sees it: a body that is not
+JSON, is not signed correctly, or says something outside the protocol becomes
+:class:`~orderwatch.outcomes.Abnormal` (retried on schedule), never an exception and never a
+success. Only a correctly signed ``0000`` with a mapped status can end an order well.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from collections.abc import Mapping
+from datetime import datetime
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+import aiohttp
+
+from ..clock import Clock
+from ..order import Order
+from ..outcomes import (
+    Abnormal,
+    Accepted,
+    Delivered,
+    Exchange,
+    InProgress,
+    Outcome,
+    Rejected,
+    UnknownOrder,
+    VendorFailed,
+)
+from ..settings import VendorSettings
+from . import signing
+
+MAX_BODY = 1 << 20  # a vendor answer larger than 1 MiB is not an answer
+_SNIPPET = 80
+
+
+def retry_after_seconds(value: str | None, now: datetime) -> float | None:
+    """Retry-After as seconds from ``now``: delta-seconds or an HTTP date; junk is ignored."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when.tzinfo is None:
+            return None
+        return max(0.0, (when - now).total_seconds())
+    if math.isnan(seconds) or seconds < 0 or seconds > 366 * 86400:  # NaN, negative, absurd
+        return None
+    return seconds
+
+
+def _snippet(body: bytes) -> str:
+    text = body[:_SNIPPET].decode("utf-8", "replace").replace("\n", " ")
+    return text + ("…" if len(body) > _SNIPPET else "")
+
+
+def _opt_str(data: Mapping[str, Any], key: str) -> str | None:
+    value = data.get(key)
+    if value is None or isinstance(value, str):
+        return value
+    raise TypeError(f"data.{key} must be a string")
+
+
+def _logistics(data: Mapping[str, Any]) -> dict[str, Any] | None:
+    value = data.get("logistics")
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise TypeError("data.logistics must be an object")
+    for key in ("carrier", "tracking_no"):
+        if value.get(key) is not None and not isinstance(value[key], str):
+            raise TypeError(f"data.logistics.{key} must be a string")
+    events = value.get("events")
+    if events is not None and not (
+        isinstance(events, list) and all(isinstance(e, dict) for e in events)
+    ):
+        raise TypeError("data.logistics.events must be a list of objects")
+    return value
+
+
+def interpret(
+    kind: str,
+    *,
+    http_status: int,
+    body: bytes,
+    retry_after: float | None,
+    secret: str,
+    sign_type: str,
+    status_map: Mapping[str, str],
+) -> tuple[Outcome, str | None]:
+    """Turn one HTTP answer into an outcome and the vendor's code. Never raises."""
+    if http_status == 503:
+        return Abnormal("maintenance", "HTTP 503", retry_after), None
+    if http_status != 200:
+        return Abnormal("http_error", f"HTTP {http_status}: {_snippet(body)}", retry_after), None
+    try:
+        answer = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        return Abnormal("malformed", f"not JSON: {_snippet(body)}"), None
+    if not isinstance(answer, dict):
+        return Abnormal("malformed", "answer is not a JSON object"), None
+    code = answer.get("code")
+    if not isinstance(code, str):
+        return Abnormal("malformed", "answer has no string field 'code'"), None
+    try:
+        if not signing.verify(answer, secret, sign_type):
+            return Abnormal("bad_signature", "answer signature missing or wrong"), code
+    except (TypeError, ValueError) as exc:  # e.g. a value json cannot write back
+        return Abnormal("bad_signature", f"answer cannot be canonicalised: {exc}"), code
+    message = answer.get("message")
+    if message is not None and not isinstance(message, str):
+        return Abnormal("malformed", "field 'message' must be a string"), code
+    message = message or ""
+
+    if code == "E503":
+        return Abnormal("maintenance", message or "E503", retry_after), code
+    if code.startswith("E5"):
+        return Abnormal("vendor_error", f"{code} {message}".strip()), code
+    if code != "0000":
+        if kind == "place":
+            return Rejected(code, message), code
+        if code == "E404":
+            return UnknownOrder(), code
+        return Abnormal("vendor_error", f"unexpected code {code} {message}".strip()), code
+
+    data = answer.get("data")
+    if not isinstance(data, dict):
+        return Abnormal("malformed", "field 'data' must be an object"), code
+    status = data.get("status")
+    try:
+        vendor_order_id = _opt_str(data, "vendor_order_id")
+        if kind == "place":
+            if status != "ACCEPTED":
+                return Abnormal("malformed", f"place answer status {status!r}"), code
+            return Accepted(vendor_order_id), code
+        description = _opt_str(data, "description")
+        logistics = _logistics(data)
+    except TypeError as exc:
+        return Abnormal("malformed", str(exc)), code
+    mapped = status_map.get(status) if isinstance(status, str) else None
+    if mapped == "succeeded":
+        return Delivered(description, logistics, vendor_order_id), code
+    if mapped == "failed":
+        return VendorFailed(description, logistics, vendor_order_id), code
+    if mapped in ("processing", "shipped"):
+        return InProgress(
+            str(status), description, logistics, mapped == "shipped", vendor_order_id
+        ), code
+    return Abnormal("malformed", f"unmapped status {status!r}"), code
+
+
+class ReferenceAdapter:
+    """Places and queries orders with one vendor that speaks the reference protocol.
+
+    ``session`` is the seam for tests; by default the adapter opens its own aiohttp
+    session with a connection pool as large as the vendor's concurrency.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        settings: VendorSettings,
+        *,
+        clock: Clock,
+        session: aiohttp.ClientSession | None = None,
+    ) -> None:
+        self.name = name
+        self.settings = settings
+        self.clock = clock
+        self._secret = settings.secret.get_secret_value()
+        self._own_session = session is None
+        self._session = session
+        self._timeout = aiohttp.ClientTimeout(total=settings.timeout.total_seconds())
+        self._status_map = dict(settings.status_map)
+        self._place_url = f"{settings.base_url}/orders"
+        self._query_url = f"{settings.base_url}/orders/query"
+
+    def _get_session(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            connector = aiohttp.TCPConnector(
+                limit=self.settings.concurrency, ttl_dns_cache=300, enable_cleanup_closed=True
+            )
+            self._session = aiohttp.ClientSession(
+                connector=connector, timeout=self._timeout, auto_decompress=True
+            )
+        return self._session
+
+    async def close(self) -> None:
+        if self._session is not None and self._own_session:
+            await self._session.close()
+        self._session = None
+
+    def _signed(self, fields: dict[str, Any]) -> bytes:
+        fields["timestamp"] = int(self.clock.now().timestamp())
+        fields["nonce"] = os.urandom(12).hex()
+        fields["sign"] = signing.sign(fields, self._secret, self.settings.sign_type)
+        return json.dumps(fields, ensure_ascii=False, separators=(",", ":")).encode()
+
+    async def place(self, order: Order) -> Exchange:
+        body = self._signed(
+            {
+                "merchant_id": self.settings.merchant_id,
+                "order_no": order.order_no,
+                "sku": order.sku,
+                "quantity": order.quantity,
+                "recipient": {
+                    "name": order.recipient.name,
+                    "phone": order.recipient.phone,
+                    "address": order.recipient.address,
+                },
+                "points": order.points,
+            }
+        )
+        return await self._exchange("place", self._place_url, body)
+
+    async def query(self, order: Order) -> Exchange:
+        body = self._signed({"merchant_id": self.settings.merchant_id, "order_no": order.order_no})
+        return await self._exchange("query", self._query_url, body)
+
+    async def _exchange(self, kind: str, url: str, body: bytes) -> Exchange:
+        started = time.perf_counter()
+        session = self._get_session()
+        try:
+            async with session.post(
+                url,
+                data=body,
+                headers={"Content-Type": "application/json; charset=utf-8"},
+                allow_redirects=False,
+            ) as resp:
+                status = resp.status
+                length = resp.content_length
+                if length is not None and length > MAX_BODY:
+                    raw = b""
+                    too_big = True
+                else:
+                    raw, too_big = await _read_limited(resp)
+                retry_after = retry_after_seconds(resp.headers.get("Retry-After"), self.clock.now())
+        except TimeoutError:
+            return Exchange(
+                Abnormal("timeout", f"no answer within {self._timeout.total}s"),
+                time.perf_counter() - started,
+            )
+        except aiohttp.ClientError as exc:
+            return Exchange(
+                Abnormal("network", f"{type(exc).__name__}: {exc}"[:200]),
+                time.perf_counter() - started,
+            )
+        except OSError as exc:
+            return Exchange(
+                Abnormal("network", f"{type(exc).__name__}: {exc}"[:200]),
+                time.perf_counter() - started,
+            )
+        latency = time.perf_counter() - started
+        if too_big:
+            return Exchange(
+                Abnormal("malformed", f"answer larger than {MAX_BODY} bytes"), latency, status
+            )
+        outcome, code = interpret(
+            kind,
+            http_status=status,
+            body=raw,
+            retry_after=retry_after,
+            secret=self._secret,
+            sign_type=self.settings.sign_type,
+            status_map=self._status_map,
+        )
+        return Exchange(outcome, latency, status, code)
+
+
+async def _read_limited(resp: aiohttp.ClientResponse) -> tuple[bytes, bool]:
+    if resp.content_length is not None:
+        return await resp.read(), False
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in resp.content.iter_any():
+        size += len(chunk)
+        if size > MAX_BODY:
+            return b"", True
+        chunks.append(chunk)
+    return b"".join(chunks), False
+
+
+__all__ = ["MAX_BODY", "ReferenceAdapter", "interpret", "retry_after_seconds"]

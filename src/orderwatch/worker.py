@@ -1,0 +1,390 @@
+"""The worker: claim due orders, call vendors, write results back.
+
+It replaces the seed's thread pool with asyncio: many orders in flight, bounded overall
+(``worker.concurrency``) and per vendor (``vendors.NAME.concurrency``). The database sees
+batches, not single orders: one claim per batch, one commit per batch of results, and one
+commit per *group* of SENT marks — each order's SENT mark is committed inside its own
+concurrency slot just before its place-order request leaves, and marks that are ready at
+the same moment share a commit.
+
+``run(burst=True)`` returns when nothing is due (tests, the demo); ``run()`` waits for the
+next due time and stops on :meth:`stop`, finishing or releasing what is in flight.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import random
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from . import lifecycle
+from .clock import Clock
+from .lifecycle import Place, Transition
+from .log import get_logger
+from .order import Order
+from .settings import SettingsHolder
+from .store.base import OutboxItem, Store, Write
+from .vendors import VendorRegistry
+from .views import order_view, rfc3339
+
+log = get_logger("orderwatch.worker")
+
+IDLE_MAX = 1.0  # real seconds between looks at the database when nothing seems due
+
+
+class Samples:
+    """A bounded sample of values (reservoir), for percentiles without unbounded memory."""
+
+    def __init__(self, size: int = 100_000, seed: int = 0) -> None:
+        self.size = size
+        self.count = 0
+        self.values: list[float] = []
+        self._rng = random.Random(seed)
+
+    def add(self, value: float) -> None:
+        self.count += 1
+        if len(self.values) < self.size:
+            self.values.append(value)
+        else:
+            i = self._rng.randrange(self.count)
+            if i < self.size:
+                self.values[i] = value
+
+    def percentile(self, q: float) -> float:
+        if not self.values:
+            return 0.0
+        ordered = sorted(self.values)
+        return ordered[min(len(ordered) - 1, int(q / 100 * len(ordered)))]
+
+
+@dataclass
+class WorkerStats:
+    claimed: int = 0
+    places: int = 0
+    queries: int = 0
+    applied: int = 0
+    discarded: int = 0  # results dropped because the lease had been taken over
+    finished: int = 0
+    claims: int = 0  # claim round trips
+    flushes: int = 0  # write-back round trips
+    sent_commits: int = 0  # SENT group commits
+    lateness: Samples = field(default_factory=Samples)  # schedule seconds past next_run_at
+
+
+def new_worker_id() -> str:
+    return f"{socket.gethostname()[:40]}:{os.getpid()}:{os.urandom(2).hex()}"
+
+
+class Worker:
+    def __init__(
+        self,
+        store: Store,
+        settings: SettingsHolder,
+        *,
+        clock: Clock,
+        vendors: VendorRegistry | None = None,
+        worker_id: str | None = None,
+        rng: random.Random | None = None,
+        on_transition: Callable[[Transition], None] | None = None,
+    ) -> None:
+        self.store = store
+        self.settings = settings
+        self.clock = clock
+        self.vendors = vendors or VendorRegistry(settings, clock=clock)
+        self._own_vendors = vendors is None
+        self.worker_id = worker_id or new_worker_id()
+        self.rng = rng or random.Random()
+        self.stats = WorkerStats()
+        self.on_transition = on_transition
+        self._inflight: set[asyncio.Task[None]] = set()
+        self._held: dict[int, str] = {}  # order id -> lease token, until written back
+        self._pending: list[Write] = []
+        self._flush_lock = asyncio.Lock()
+        self._flush_task: asyncio.Task[None] | None = None
+        self._sent_queue: list[tuple[Write, asyncio.Future[bool]]] = []
+        self._sent_task: asyncio.Task[None] | None = None
+        self._vendor_slots: dict[tuple[str, int], asyncio.Semaphore] = {}
+        self._global_slots = asyncio.Semaphore(settings.current.worker.concurrency)
+        self._wake = asyncio.Event()
+        self._slot_free = asyncio.Event()
+        self._sleep_until: datetime | None = None  # the loop sleeps until this schedule time
+        self._stopping = False
+
+    # ------------------------------------------------------------------ control
+
+    def stop(self) -> None:
+        """Stop claiming; ``run`` finishes or releases in-flight work and returns."""
+        self._stopping = True
+        self._wake.set()
+        self._slot_free.set()
+
+    def wake(self) -> None:
+        """Look at the database now (new orders, an operator's retry)."""
+        self._wake.set()
+
+    # ------------------------------------------------------------------ loops
+
+    async def run(self, *, burst: bool = False) -> WorkerStats:
+        renewer = asyncio.create_task(self._renew_leases())
+        try:
+            await self._loop(burst)
+        finally:
+            renewer.cancel()
+            await self._shutdown()
+        return self.stats
+
+    async def run_once(self) -> int:
+        """Claim one batch, handle all of it, write it back; return how many were claimed."""
+        claimed = await self._claim(self.settings.current.worker.batch_size)
+        if self._inflight:
+            await asyncio.gather(*list(self._inflight))
+        await self.flush()
+        return claimed
+
+    async def _loop(self, burst: bool) -> None:
+        while not self._stopping:
+            wcfg = self.settings.current.worker
+            capacity = wcfg.concurrency + wcfg.batch_size - len(self._inflight)
+            threshold = max(1, min(wcfg.batch_size, wcfg.concurrency) // 2)
+            if capacity < threshold and self._inflight:
+                # Enough claimed for now; wait for slots rather than hoarding leases.
+                await self._wait(self._slot_free, IDLE_MAX)
+                continue
+            asked = min(wcfg.batch_size, max(capacity, 1))
+            if await self._claim(asked) == asked:
+                await asyncio.sleep(0)  # let the new tasks start before the next claim
+                continue
+            # Everything due now is claimed. Sleep until the next due time, unless a
+            # write-back schedules something earlier (see flush) or we are told to wake.
+            if not self._inflight:
+                await self.flush()
+            due = await self.store.next_due_at(real_now=self.clock.real())
+            now = self.clock.now()
+            if due is not None and due <= now:
+                timeout = 0.02  # due but still leased elsewhere, or a claim race
+            elif burst and not self._inflight and not self._pending:
+                return
+            elif due is None:
+                timeout = IDLE_MAX
+            else:
+                timeout = min(IDLE_MAX, (due - now).total_seconds() / self.clock.speed)
+            self._sleep_until = (
+                due if due is not None else now + timedelta(seconds=IDLE_MAX * self.clock.speed)
+            )
+            await self._wait(self._wake, timeout)
+            self._sleep_until = None
+
+    async def _wait(self, event: asyncio.Event, seconds: float) -> None:
+        event.clear()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(max(seconds, 0.001)):
+                await event.wait()
+
+    async def _claim(self, limit: int) -> int:
+        wcfg = self.settings.current.worker
+        claimed = await self.store.claim_due(
+            now=self.clock.now(),
+            real_now=self.clock.real(),
+            limit=limit,
+            worker_id=self.worker_id,
+            lease=wcfg.lease.total_seconds(),
+        )
+        self.stats.claims += 1
+        self.stats.claimed += len(claimed)
+        for order in claimed:
+            assert order.lease_token is not None
+            self._held[order.id] = order.lease_token
+            task = asyncio.create_task(self._handle(order))
+            self._inflight.add(task)
+            task.add_done_callback(self._done)
+        return len(claimed)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._inflight.discard(task)
+        self._slot_free.set()
+        if not self._inflight:
+            self._wake.set()  # burst mode returns once nothing is in flight
+
+    async def _renew_leases(self) -> None:
+        while True:
+            lease = self.settings.current.worker.lease.total_seconds()
+            await asyncio.sleep(lease / 3)
+            if self._held:
+                until = self.clock.real() + timedelta(seconds=lease)
+                await self.store.renew_leases(dict(self._held), until=until)
+
+    async def _shutdown(self) -> None:
+        grace = self.settings.current.worker.shutdown_grace.total_seconds()
+        if self._inflight:
+            _, pending = await asyncio.wait(list(self._inflight), timeout=grace)
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.wait(pending)
+        await self.flush()
+        if self._held:  # claimed but not written back: let another worker take them at once
+            await self.store.release(dict(self._held))
+            self._held.clear()
+        if self._own_vendors:
+            await self.vendors.close()
+
+    # ------------------------------------------------------------------ one order
+
+    def _vendor_slot(self, vendor: str) -> asyncio.Semaphore:
+        cfg = self.settings.current.vendors.get(vendor)
+        size = cfg.concurrency if cfg else 1
+        key = (vendor, size)
+        slot = self._vendor_slots.get(key)
+        if slot is None:
+            slot = self._vendor_slots[key] = asyncio.Semaphore(size)
+        return slot
+
+    async def _handle(self, order: Order) -> None:
+        try:
+            # vendor slot first, so a saturated vendor does not hold global slots
+            async with self._vendor_slot(order.vendor), self._global_slots:
+                await self._process(order)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            # A bug, not a vendor's doing: leave the lease to expire so the order is
+            # looked at again later instead of spinning on it now.
+            log.exception("order_failed_in_worker", order_no=order.order_no, vendor=order.vendor)
+            self._held.pop(order.id, None)
+
+    async def _process(self, order: Order) -> None:
+        token = order.lease_token
+        now = self.clock.now()
+        if order.next_run_at is not None:
+            self.stats.lateness.add((now - order.next_run_at).total_seconds())
+        adapter = self.vendors.get(order.vendor)
+        policy = self.settings.policy(order.vendor)
+        action = lifecycle.plan(order, policy, now, vendor_known=adapter is not None)
+        if isinstance(action, Transition):
+            self._write(action, token)
+            return
+        assert adapter is not None
+        if isinstance(action, Place):
+            sent = lifecycle.mark_sent(order, now, actor=self.worker_id)
+            if not await self._commit_sent(Write(sent, token, release=False)):
+                self._held.pop(order.id, None)
+                self.stats.discarded += 1
+                return
+            self.stats.places += 1
+            exchange = await adapter.place(sent.order)
+            now = self.clock.now()
+            result = lifecycle.after_place(
+                sent.order, exchange, self.settings.policy(order.vendor), now, self.rng
+            )
+        else:
+            self.stats.queries += 1
+            exchange = await adapter.query(order)
+            now = self.clock.now()
+            result = lifecycle.after_query(
+                order, exchange, self.settings.policy(order.vendor), now, self.rng
+            )
+        log.debug(
+            "vendor_exchange",
+            order_no=order.order_no,
+            vendor=order.vendor,
+            attempt=result.order.queries,
+            outcome=exchange.outcome_name,
+            http_status=exchange.http_status,
+            latency_ms=round(exchange.latency * 1000, 1),
+        )
+        self._write(result, token)
+
+    # ------------------------------------------------------------------ writing back
+
+    def _outbox(self, t: Transition) -> OutboxItem | None:
+        if t.notify is None:
+            return None
+        body = {
+            "type": t.notify,
+            "timestamp": rfc3339(t.order.updated_at),
+            "data": order_view(t.order),
+        }
+        state = "pending" if t.notify in self.settings.current.notify.events else "skipped"
+        return OutboxItem(t.notify, json.dumps(body, ensure_ascii=False), state)
+
+    def _write(self, t: Transition, token: str | None) -> None:
+        self._pending.append(Write(t, token, self._outbox(t)))
+        if t.order.status.is_final:
+            log.info(
+                "order_finished",
+                order_no=t.order.order_no,
+                vendor=t.order.vendor,
+                status=t.order.status.value,
+                reason=t.order.reason.value if t.order.reason else None,
+                attempt=t.order.queries,
+            )
+        if self._flush_task is None or self._flush_task.done():
+            full = len(self._pending) >= self.settings.current.worker.batch_size
+            self._flush_task = asyncio.create_task(self._flush_after(0 if full else 0.005))
+
+    async def _flush_after(self, delay: float) -> None:
+        await asyncio.sleep(delay)
+        await self.flush()
+
+    async def flush(self) -> None:
+        """Write every buffered result in one transaction per batch."""
+        async with self._flush_lock:
+            while self._pending:
+                batch_size = self.settings.current.worker.batch_size
+                batch, self._pending = self._pending[:batch_size], self._pending[batch_size:]
+                applied = await self.store.apply(batch)
+                self.stats.flushes += 1
+                sleep_until = self._sleep_until
+                for w in batch:
+                    oid = w.transition.order.id
+                    nxt = w.transition.order.next_run_at
+                    if sleep_until is not None and nxt is not None and nxt < sleep_until:
+                        self._wake.set()
+                    if self._held.get(oid) == w.token:
+                        del self._held[oid]
+                    if oid in applied:
+                        self.stats.applied += 1
+                        if w.transition.order.status.is_final:
+                            self.stats.finished += 1
+                        if self.on_transition is not None:
+                            self.on_transition(w.transition)
+                    else:
+                        self.stats.discarded += 1
+                        log.warning(
+                            "result_discarded",
+                            order_no=w.transition.order.order_no,
+                            vendor=w.transition.order.vendor,
+                            note="lease was taken over or the order changed by an operator",
+                        )
+
+    async def _commit_sent(self, write: Write) -> bool:
+        """Group commit of SENT marks: every mark waits for the commit that includes it."""
+        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._sent_queue.append((write, future))
+        if self._sent_task is None or self._sent_task.done():
+            self._sent_task = asyncio.create_task(self._flush_sent())
+        return await future
+
+    async def _flush_sent(self) -> None:
+        while self._sent_queue:
+            group, self._sent_queue = self._sent_queue, []
+            try:
+                applied = await self.store.apply([w for w, _ in group])
+            except Exception as exc:
+                for _, fut in group:
+                    if not fut.done():
+                        fut.set_exception(exc)
+                continue
+            self.stats.sent_commits += 1
+            for w, fut in group:
+                if not fut.done():
+                    fut.set_result(w.transition.order.id in applied)
+
+
+__all__ = ["Samples", "Worker", "WorkerStats", "new_worker_id"]
