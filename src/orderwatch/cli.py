@@ -650,3 +650,64 @@ def orders_show(
 
 def main() -> None:
     app()
+
+
+# ---------------------------------------------------------------------------- operator actions
+
+NoteOpt = Annotated[str | None, typer.Option(help="Why: recorded on the order's event.")]
+ActorOpt = Annotated[str, typer.Option(help="Who: recorded on the order's event.")]
+
+
+def _action(loaded: Loaded, json_out: bool, call: Callable[[Any], Awaitable[Any]]) -> None:
+    result = _run(_with_service(loaded, lambda service: call(service.actions)))
+    view = order_view(result.order)
+    if result.retry_mode is not None:
+        view["retry_mode"] = result.retry_mode
+    if json_out:
+        _dump(view)
+        return
+    o = result.order
+    out.print(f"{o.order_no}: {o.status.value} {o.status.label}"
+              + (f" ({o.reason.value})" if o.reason else "")
+              + (f"; retry mode {result.retry_mode}" if result.retry_mode else ""))
+
+
+@orders_app.command("retry")
+def orders_retry(
+    order_no: Annotated[str, typer.Argument()],
+    config: ConfigOpt = None,
+    note: NoteOpt = None,
+    actor: ActorOpt = "cli",
+    json_out: JsonOpt = False,
+) -> None:
+    """Reopen a FAILED order: placed again (same order_no) or polled again, by its reason."""
+    _action(_load(config), json_out, lambda a: a.retry(order_no, actor=actor, note=note))
+
+
+@orders_app.command("resolve")
+def orders_resolve(
+    order_no: Annotated[str, typer.Argument()],
+    status: Annotated[str, typer.Option(help="SUCCEEDED or FAILED.")],
+    note: Annotated[str, typer.Option(help="Why: required, recorded on the event.")],
+    config: ConfigOpt = None,
+    actor: ActorOpt = "cli",
+    json_out: JsonOpt = False,
+) -> None:
+    """Close a non-final order by hand as SUCCEEDED or FAILED (RESOLVED_BY_OPERATOR)."""
+    if status not in ("SUCCEEDED", "FAILED"):
+        err.print(f"[red]--status {status!r}[/red]: expected SUCCEEDED or FAILED")
+        raise Exit(2)
+    _action(_load(config), json_out,
+            lambda a: a.resolve(order_no, status=status, note=note, actor=actor))
+
+
+@orders_app.command("cancel")
+def orders_cancel(
+    order_no: Annotated[str, typer.Argument()],
+    config: ConfigOpt = None,
+    note: NoteOpt = None,
+    actor: ActorOpt = "cli",
+    json_out: JsonOpt = False,
+) -> None:
+    """Cancel a PENDING order before it is placed."""
+    _action(_load(config), json_out, lambda a: a.cancel(order_no, actor=actor, note=note))

@@ -26,6 +26,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from . import backoff
+from .errors import Conflict
 from .order import Order
 from .outcomes import (
     Abnormal,
@@ -492,3 +493,109 @@ def after_query(
         )
     )
     return Transition(after, tuple(events), notify)
+
+
+# ---------------------------------------------------------------- operator actions
+#
+# An operator's action is a transition like any other: pure, with its event (carrying the
+# operator's name and note) and its notification. The store applies it under a fresh lease
+# token, so a worker's late answer for the same order is discarded, never applied.
+
+RETRY_PLACE = frozenset({Reason.UNPAID, Reason.CANCELLED, Reason.PLACE_UNREACHABLE})
+RETRY_POLL = frozenset(
+    {
+        Reason.VENDOR_FAILED,
+        Reason.NOT_FOUND_AT_VENDOR,
+        Reason.MAX_POLLS_EXCEEDED,
+        Reason.DEADLINE_EXCEEDED,
+        Reason.INVALID_STATE,
+    }
+)
+
+
+class ActionRefused(Conflict):
+    """The order's status does not allow the action (the API answers 409)."""
+
+
+def retry(order: Order, now: datetime, *, actor: str | None, note: str | None = None
+          ) -> tuple[Transition, str]:
+    """Reopen a FAILED order: place it again (same order_no) or poll it again.
+
+    Returns the transition and the mode, ``"place"`` or ``"poll"``. A rejected order is not
+    retried: the vendor repeats its first answer for the same order_no.
+    """
+    if order.status is not Status.FAILED or order.reason is None:
+        raise ActionRefused(f"retry needs a FAILED order; {order.order_no} is {order.status}")
+    if order.reason is Reason.PLACE_REJECTED:
+        raise ActionRefused(
+            "retry of PLACE_REJECTED is refused: the vendor answers the same order_no with "
+            "its first answer again"
+        )
+    if order.reason in RETRY_PLACE or (
+        order.reason is Reason.INVALID_STATE and order.placements == 0
+    ):
+        mode, status = "place", Status.PENDING
+    elif order.reason in RETRY_POLL:
+        mode, status = "poll", Status.ORDERED
+    else:
+        raise ActionRefused(f"retry of {order.reason} is not allowed")
+    after = replace(
+        order,
+        status=status,
+        reason=None,
+        description=f"reopened by {actor or 'operator'}" + (f": {note}" if note else ""),
+        queries=0,
+        abnormal=0,
+        unknown_streak=0,
+        next_run_at=now,
+        started_at=now,
+        updated_at=now,
+        vendor_status=order.vendor_status if mode == "poll" else None,
+    )
+    event = Event(kind="retried", at=now, from_status=order.status, to_status=status,
+                  actor=actor, detail={"mode": mode, "note": note,
+                                       "previous_reason": order.reason.value})
+    return Transition(after, (event,), "order.reopened"), mode
+
+
+def resolve(order: Order, *, status: Status, note: str, now: datetime, actor: str | None,
+            request_in_flight: bool) -> Transition:
+    """Close a non-final order by hand as SUCCEEDED or FAILED/RESOLVED_BY_OPERATOR."""
+    if status not in (Status.SUCCEEDED, Status.FAILED):
+        raise ActionRefused("resolve takes status SUCCEEDED or FAILED")
+    if not note.strip():
+        raise ActionRefused("resolve needs a note saying why")
+    if order.status.is_final:
+        raise ActionRefused(f"{order.order_no} is already final ({order.status})")
+    if order.status is Status.SENT and request_in_flight:
+        raise ActionRefused(
+            f"{order.order_no} has a place-order request in flight; resolve it once the "
+            "answer is in"
+        )
+    reason = None if status is Status.SUCCEEDED else Reason.RESOLVED_BY_OPERATOR
+    return _finish(order, status=status, reason=reason, description=note, now=now,
+                   kind="resolved", actor=actor, detail={"note": note})
+
+
+def cancel(order: Order, *, now: datetime, actor: str | None, note: str | None = None
+           ) -> Transition:
+    """Cancel before placing: only a PENDING order, never one that may have reached the vendor."""
+    if order.status is not Status.PENDING:
+        raise ActionRefused(f"cancel needs a PENDING order; {order.order_no} is {order.status}")
+    return _finish(order, status=Status.FAILED, reason=Reason.CANCELLED,
+                   description=note or f"cancelled by {actor or 'operator'}", now=now,
+                   kind="cancelled", actor=actor, detail={"note": note} if note else None)
+
+
+def payment(order: Order, *, payment_status: str, now: datetime, actor: str | None
+            ) -> Transition:
+    """Record a payment update; a PENDING order is looked at again at once."""
+    if payment_status not in ("PAID", "UNPAID"):
+        raise ActionRefused("payment_status must be PAID or UNPAID")
+    wake = order.status is Status.PENDING
+    after = replace(order, payment_status=payment_status, updated_at=now,
+                    next_run_at=now if wake else order.next_run_at)
+    event = Event(kind="payment", at=now, from_status=order.status, to_status=order.status,
+                  actor=actor, detail={"payment_status": payment_status,
+                                       "previous": order.payment_status})
+    return Transition(after, (event,))

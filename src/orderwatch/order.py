@@ -77,4 +77,5 @@ class Order:
     created_at: datetime
     updated_at: datetime
     lease_token: str | None = None
+    locked_until: datetime | None = None  # real time; a live lease means a worker is on it
     extra: dict[str, Any] = field(default_factory=dict)

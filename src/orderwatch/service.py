@@ -9,22 +9,28 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+from . import lifecycle
 from .clock import Clock, SystemClock
 from .errors import OrderNotFound
 from .intake import parse_import, validate_order
-from .lifecycle import Event
+from .lifecycle import Event, Transition
 from .notify import Channel, Deliverer
 from .order import NewOrder, Order
 from .settings import Loaded, SettingsHolder
-from .store.base import InsertResult, OrderFilter, OutboxRow, Store
+from .statuses import Status
+from .store.base import InsertResult, OrderFilter, OutboxItem, OutboxRow, Store
 from .store.sql import SqlStore
 from .vendors import VendorRegistry
+from .views import outbox_item
 from .worker import Worker
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,3 +115,130 @@ class Service:
 
     def deliverer(self, channel: Channel | None = None) -> Deliverer:
         return Deliverer(self.store, clock=self.clock, channel=channel)
+
+    @property
+    def actions(self) -> Actions:
+        return Actions(self)
+
+
+@dataclass(frozen=True, slots=True)
+class ActionResult:
+    order: Order
+    retry_mode: str | None = None  # "place" or "poll" for a retry
+
+
+@dataclass(frozen=True, slots=True)
+class BulkResult:
+    matched: int
+    changed: int
+
+
+class Actions:
+    """Operator actions, shared by the CLI, the API and the console.
+
+    Each one is a pure transition from :mod:`orderwatch.lifecycle` applied by the store in
+    one transaction under a fresh lease token, with the caller's name on its event.
+    """
+
+    def __init__(self, service: Service) -> None:
+        self.service = service
+
+    def _outbox(self, t: Transition) -> OutboxItem | None:
+        return outbox_item(t, self.service.settings.current.notify.events)
+
+    async def _change(
+        self, order_no: str, decide: Callable[[Order, datetime], tuple[Transition, T]]
+    ) -> tuple[Order, T]:
+        return await self.service.store.change_order(
+            order_no, decide, real_now=self.service.clock.real(), outbox_item=self._outbox
+        )
+
+    async def retry(self, order_no: str, *, actor: str | None, note: str | None = None
+                    ) -> ActionResult:
+        now = self.service.clock.now()
+        order, mode = await self._change(
+            order_no, lambda o, _real: lifecycle.retry(o, now, actor=actor, note=note)
+        )
+        return ActionResult(order, mode)
+
+    async def resolve(self, order_no: str, *, status: str, note: str, actor: str | None
+                      ) -> ActionResult:
+        now = self.service.clock.now()
+        target = _final_status(status)
+
+        def decide(o: Order, real_now: datetime) -> tuple[Transition, None]:
+            in_flight = o.locked_until is not None and o.locked_until > real_now
+            return lifecycle.resolve(o, status=target, note=note, now=now, actor=actor,
+                                     request_in_flight=in_flight), None
+
+        order, _ = await self._change(order_no, decide)
+        return ActionResult(order)
+
+    async def cancel(self, order_no: str, *, actor: str | None, note: str | None = None
+                     ) -> ActionResult:
+        now = self.service.clock.now()
+        order, _ = await self._change(
+            order_no, lambda o, _r: (lifecycle.cancel(o, now=now, actor=actor, note=note), None)
+        )
+        return ActionResult(order)
+
+    async def payment(self, order_no: str, payment_status: str, *, actor: str | None
+                      ) -> ActionResult:
+        now = self.service.clock.now()
+        order, _ = await self._change(
+            order_no,
+            lambda o, _r: (lifecycle.payment(o, payment_status=payment_status, now=now,
+                                             actor=actor), None),
+        )
+        return ActionResult(order)
+
+    async def bulk(
+        self,
+        action: str,
+        flt: OrderFilter,
+        *,
+        dry_run: bool,
+        actor: str | None,
+        note: str | None = None,
+        status: str | None = None,
+    ) -> BulkResult:
+        """Apply ``retry`` or ``resolve`` to every order of the filter; count first if dry."""
+        if action not in ("retry", "resolve"):
+            raise ValueError("bulk action is retry or resolve")
+        if action == "resolve" and (not note or not note.strip()):
+            raise lifecycle.ActionRefused("resolve needs a note saying why")
+        now = self.service.clock.now()
+        real_now = self.service.clock.real()
+        matched = changed = 0
+        cursor: int | None = None
+        while True:
+            page = await self.service.list(flt, limit=500, before_id=cursor)
+            if not page:
+                break
+            cursor = page[-1].id
+            for o in page:
+                matched += 1
+                try:
+                    if dry_run:
+                        if action == "retry":
+                            lifecycle.retry(o, now, actor=actor, note=note)
+                        else:
+                            in_flight = o.locked_until is not None and o.locked_until > real_now
+                            lifecycle.resolve(o, status=_final_status(status or "FAILED"),
+                                              note=note or "", now=now, actor=actor,
+                                              request_in_flight=in_flight)
+                    elif action == "retry":
+                        await self.retry(o.order_no, actor=actor, note=note)
+                    else:
+                        await self.resolve(o.order_no, status=status or "FAILED",
+                                           note=note or "", actor=actor)
+                except lifecycle.ActionRefused:
+                    continue
+                changed += 1
+        return BulkResult(matched, changed)
+
+
+def _final_status(value: str) -> Status:
+    if value not in ("SUCCEEDED", "FAILED"):
+        raise lifecycle.ActionRefused("status must be SUCCEEDED or FAILED")
+    return Status(value)

@@ -12,15 +12,25 @@ can hand the result straight to ``json.dumps``.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import json
+from collections.abc import Collection, Mapping, Sequence
 from datetime import UTC, date, datetime
 from enum import Enum
 from typing import Any
 
-from .lifecycle import Event
+from .lifecycle import Event, Transition
 from .order import Order
+from .store.base import OutboxItem
 
-__all__ = ["event_view", "mask_address", "mask_phone", "order_view", "rfc3339"]
+__all__ = [
+    "event_view",
+    "mask_address",
+    "mask_phone",
+    "notification_body",
+    "order_view",
+    "outbox_item",
+    "rfc3339",
+]
 
 _STARS = "****"
 
@@ -152,3 +162,25 @@ def order_view(
         "updated_at": rfc3339(order.updated_at),
         **({} if events is None else {"events": [event_view(e) for e in events]}),
     }
+
+
+def notification_body(transition: Transition) -> str:
+    """The webhook body for a transition, fixed when the transition is stored.
+
+    Written to the outbox in the same transaction as the transition, so every retry sends
+    the same bytes and a notification never describes a state that was not committed.
+    """
+    body = {
+        "type": transition.notify,
+        "timestamp": rfc3339(transition.order.updated_at),
+        "data": order_view(transition.order),
+    }
+    return json.dumps(body, ensure_ascii=False, separators=(",", ":"))
+
+
+def outbox_item(transition: Transition, enabled: Collection[str]) -> OutboxItem | None:
+    """The outbox row a transition needs: pending if its type is enabled, else skipped."""
+    if transition.notify is None:
+        return None
+    state = "pending" if transition.notify in enabled else "skipped"
+    return OutboxItem(transition.notify, notification_body(transition), state)

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 import random
 import socket
@@ -29,9 +28,9 @@ from .lifecycle import Place, Transition
 from .log import get_logger
 from .order import Order
 from .settings import SettingsHolder
-from .store.base import OutboxItem, Store, Write
+from .store.base import Store, Write
 from .vendors import VendorRegistry
-from .views import order_view, rfc3339
+from .views import outbox_item
 
 log = get_logger("orderwatch.worker")
 
@@ -302,19 +301,8 @@ class Worker:
 
     # ------------------------------------------------------------------ writing back
 
-    def _outbox(self, t: Transition) -> OutboxItem | None:
-        if t.notify is None:
-            return None
-        body = {
-            "type": t.notify,
-            "timestamp": rfc3339(t.order.updated_at),
-            "data": order_view(t.order),
-        }
-        state = "pending" if t.notify in self.settings.current.notify.events else "skipped"
-        return OutboxItem(t.notify, json.dumps(body, ensure_ascii=False), state)
-
     def _write(self, t: Transition, token: str | None) -> None:
-        self._pending.append(Write(t, token, self._outbox(t)))
+        self._pending.append(Write(t, token, outbox_item(t, self.settings.current.notify.events)))
         if t.order.status.is_final:
             log.info(
                 "order_finished",

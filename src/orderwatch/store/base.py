@@ -10,13 +10,15 @@ twice. Implementations: :mod:`.sql` (SQLite, PostgreSQL, MySQL/MariaDB) and :mod
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from ..lifecycle import Event, Transition
 from ..order import NewOrder, Order
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,6 +128,25 @@ class Store(Protocol):
 
     async def counts(self, *, now: datetime) -> Counts: ...
 
+    async def change_order(
+        self,
+        order_no: str,
+        decide: Callable[[Order, datetime], tuple[Transition, T]],
+        *,
+        real_now: datetime,
+        outbox_item: Callable[[Transition], OutboxItem | None],
+        actor: str | None = None,
+    ) -> tuple[Order, T]:
+        """An operator's action: read, decide (may raise to refuse) and write, fenced."""
+
+    async def pause_vendor(
+        self, vendor: str, *, now: datetime, actor: str | None, note: str | None
+    ) -> bool: ...
+
+    async def resume_vendor(self, vendor: str) -> bool: ...
+
+    async def paused_vendors(self) -> dict[str, datetime]: ...
+
     async def claim_outbox(
         self, *, now: datetime, real_now: datetime, limit: int, lease: float
     ) -> list[OutboxRow]: ...
@@ -133,5 +154,8 @@ class Store(Protocol):
     async def finish_outbox(self, results: Sequence[OutboxResult]) -> set[int]: ...
 
     async def list_outbox(self, order_id: int) -> list[OutboxRow]: ...
+
+    async def redeliver(self, order_no: str, outbox_id: int, *, now: datetime) -> OutboxRow:
+        """Queue one notification again (an operator's redeliver)."""
 
     async def close(self) -> None: ...

@@ -149,4 +149,13 @@ outbox = Table(
     Index("ix_outbox_order_id", "order_id"),
 )
 
+vendor_pauses = Table(
+    "vendor_pauses",
+    metadata,
+    Column("vendor", String(64), primary_key=True),
+    Column("paused_at", UTCDateTime(), nullable=False),
+    Column("actor", String(64)),
+    Column("note", Text),
+)
+
 ORDER_COLUMNS = tuple(c.name for c in orders.columns)

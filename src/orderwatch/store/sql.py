@@ -24,19 +24,20 @@ import sqlalchemy as sa
 from sqlalchemy import Connection, Engine, event, func, select
 from sqlalchemy.engine import make_url
 
-from ..errors import Conflict, SchemaNotCurrent
-from ..lifecycle import Event
+from ..errors import Conflict, OrderNotFound, SchemaNotCurrent
+from ..lifecycle import Event, Transition
 from ..order import NewOrder, Order, Recipient
 from ..statuses import Reason, Status
 from .base import (
     Counts,
     InsertResult,
     OrderFilter,
+    OutboxItem,
     OutboxResult,
     OutboxRow,
     Write,
 )
-from .schema import order_events, orders, outbox
+from .schema import order_events, orders, outbox, vendor_pauses
 
 T = TypeVar("T")
 
@@ -104,6 +105,7 @@ def row_to_order(row: Mapping[Any, Any]) -> Order:
         created_at=row["created_at"],
         updated_at=row["updated_at"],
         lease_token=row["lease_token"],
+        locked_until=row["locked_until"],
     )
 
 
@@ -239,6 +241,24 @@ _UPDATE_KEEP = (
         }
     )
 )
+_NOT_PAUSED = orders.c.vendor.not_in(select(vendor_pauses.c.vendor).scalar_subquery())
+
+_ACTION_UPDATE = (
+    orders.update()
+    .where(orders.c.id == sa.bindparam("b_id"))
+    .values(
+        {
+            name: sa.bindparam(name)
+            for name in (
+                "status", "reason", "description", "vendor_order_id", "vendor_status",
+                "logistics", "queries", "abnormal", "takeovers", "placements",
+                "unknown_streak", "next_run_at", "started_at", "placed_at", "updated_at",
+                "payment_status", "locked_by", "locked_until", "lease_token",
+            )
+        }
+    )
+)
+
 _CLAIM_UPDATE = (
     orders.update()
     .where(orders.c.id == sa.bindparam("b_id"))
@@ -423,6 +443,7 @@ class SqlStore:
                     orders.c.next_run_at.is_not(None),
                     orders.c.next_run_at <= now,
                     sa.or_(orders.c.locked_until.is_(None), orders.c.locked_until < real_now),
+                    _NOT_PAUSED,
                 )
                 .order_by(orders.c.next_run_at)
                 .limit(limit)
@@ -436,7 +457,8 @@ class SqlStore:
             params = []
             for row in rows:
                 token = new_token()
-                took_over = row["lease_token"] is not None
+                # a lease that was never released: its holder died or hung past it
+                took_over = row["locked_until"] is not None
                 order = row_to_order(row)
                 takeovers = order.takeovers + (1 if took_over else 0)
                 order = _with_lease(order, token, takeovers)
@@ -509,18 +531,7 @@ class SqlStore:
             if events:
                 conn.execute(order_events.insert(), events)
             notes = [
-                {
-                    "order_id": w.transition.order.id,
-                    "order_no": w.transition.order.order_no,
-                    "event_type": w.outbox.event_type,
-                    "payload": w.outbox.payload,
-                    "state": w.outbox.state,
-                    "attempts": 0,
-                    "next_attempt_at": w.transition.order.updated_at
-                    if w.outbox.state == "pending"
-                    else None,
-                    "created_at": w.transition.order.updated_at,
-                }
+                _outbox_params(w.transition.order, w.outbox)
                 for w in winners
                 if w.outbox is not None
             ]
@@ -569,6 +580,7 @@ class SqlStore:
                 select(func.min(orders.c.next_run_at)).where(
                     orders.c.next_run_at.is_not(None),
                     sa.or_(orders.c.locked_until.is_(None), orders.c.locked_until < real_now),
+                    _NOT_PAUSED,
                 )
             ).scalar()
             return value
@@ -634,7 +646,98 @@ class SqlStore:
 
         return await self._run(work, write=False)
 
+    # ------------------------------------------------------------------ operator actions
+
+    async def change_order(
+        self,
+        order_no: str,
+        decide: Callable[[Order, datetime], tuple[Transition, T]],
+        *,
+        real_now: datetime,
+        outbox_item: Callable[[Transition], OutboxItem | None],
+        actor: str | None = None,
+    ) -> tuple[Order, T]:
+        """Read, decide and write one order in one transaction, under a fresh lease token.
+
+        ``decide(order, real_now)`` is pure and may raise to refuse; the new token fences
+        out any worker that holds the order now, so its late answer is discarded.
+        """
+
+        def work(conn: Connection) -> tuple[Order, T]:
+            q = select(orders).where(orders.c.order_no == order_no)
+            if self._skip_locked:
+                q = q.with_for_update()
+            row = conn.execute(q).first()
+            if row is None:
+                raise OrderNotFound(order_no)
+            transition, extra = decide(row_to_order(row._mapping), real_now)
+            after = transition.order
+            token = new_token()
+            params = _order_params(after, None, True)
+            params.update(payment_status=after.payment_status, lease_token=token)
+            conn.execute(_ACTION_UPDATE, [params])
+            if transition.events:
+                conn.execute(order_events.insert(),
+                             [event_params(after.id, ev) for ev in transition.events])
+            item = outbox_item(transition)
+            if item is not None:
+                conn.execute(outbox.insert(), [_outbox_params(after, item)])
+            return _with_lease(after, token, after.takeovers), extra
+
+        return await self._run(work)
+
+    async def pause_vendor(
+        self, vendor: str, *, now: datetime, actor: str | None, note: str | None
+    ) -> bool:
+        """Pause a vendor; False if it was paused already."""
+
+        def work(conn: Connection) -> bool:
+            exists = conn.execute(
+                select(vendor_pauses.c.vendor).where(vendor_pauses.c.vendor == vendor)
+            ).first()
+            if exists:
+                return False
+            conn.execute(vendor_pauses.insert().values(vendor=vendor, paused_at=now,
+                                                       actor=actor, note=note))
+            return True
+
+        return await self._run(work)
+
+    async def resume_vendor(self, vendor: str) -> bool:
+        def work(conn: Connection) -> bool:
+            result = conn.execute(vendor_pauses.delete().where(vendor_pauses.c.vendor == vendor))
+            return bool(result.rowcount)
+
+        return await self._run(work)
+
+    async def paused_vendors(self) -> dict[str, datetime]:
+        def work(conn: Connection) -> dict[str, datetime]:
+            rows = conn.execute(select(vendor_pauses.c.vendor, vendor_pauses.c.paused_at))
+            return {r.vendor: r.paused_at for r in rows}
+
+        return await self._run(work, write=False)
+
     # ------------------------------------------------------------------ outbox
+
+    async def redeliver(self, order_no: str, outbox_id: int, *, now: datetime) -> OutboxRow:
+        """Queue one notification of an order for delivery again, whatever its state."""
+
+        def work(conn: Connection) -> OutboxRow:
+            row = conn.execute(
+                select(outbox).where(outbox.c.id == outbox_id, outbox.c.order_no == order_no)
+            ).first()
+            if row is None:
+                raise OrderNotFound(f"{order_no} notification {outbox_id}")
+            conn.execute(
+                outbox.update()
+                .where(outbox.c.id == outbox_id)
+                .values(state="pending", next_attempt_at=now, locked_until=None,
+                        lease_token=None, delivered_at=None)
+            )
+            fresh = conn.execute(select(outbox).where(outbox.c.id == outbox_id)).one()
+            return _row_to_outbox(fresh._mapping)
+
+        return await self._run(work)
 
     async def claim_outbox(
         self, *, now: datetime, real_now: datetime, limit: int, lease: float
@@ -731,6 +834,19 @@ class SqlStore:
     async def execute(self, fn: Callable[[Connection], T]) -> T:
         """Run ``fn(connection)`` in one transaction on the database thread."""
         return await self._run(fn)
+
+
+def _outbox_params(order: Order, item: OutboxItem) -> dict[str, Any]:
+    return {
+        "order_id": order.id,
+        "order_no": order.order_no,
+        "event_type": item.event_type,
+        "payload": item.payload,
+        "state": item.state,
+        "attempts": 0,
+        "next_attempt_at": order.updated_at if item.state == "pending" else None,
+        "created_at": order.updated_at,
+    }
 
 
 def _with_lease(order: Order, token: str, takeovers: int) -> Order:

@@ -1,0 +1,293 @@
+"""The store contract: what every Store implementation must do, run against each of them.
+
+SQLite runs here always; PostgreSQL and MySQL/MariaDB join the ``store`` parametrization
+when their backends land. Each test uses a fresh database.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+
+from orderwatch import lifecycle
+from orderwatch.errors import Conflict
+from orderwatch.lifecycle import Event, Transition
+from orderwatch.order import NewOrder, Order, Recipient
+from orderwatch.statuses import Reason, Status
+from orderwatch.store.base import OrderFilter, OutboxItem, OutboxResult, Write
+from orderwatch.store.schema import metadata
+from orderwatch.store.sql import SqlStore
+
+NOW = datetime(2026, 11, 26, 8, 0, tzinfo=UTC)
+
+
+def new_order(no: str, **changes: object) -> NewOrder:
+    base = NewOrder(
+        order_no=no,
+        vendor="acme",
+        sku="SKU-1",
+        quantity=1,
+        points=100,
+        recipient=Recipient("张三", "13800000000", "上海市浦东新区世纪大道100号"),
+        customer_id="C1",
+    )
+    return replace(base, **changes)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[SqlStore]:
+    s = SqlStore(f"sqlite:///{tmp_path}/contract.db")
+    await s.ensure_schema(auto_upgrade=True)
+    yield s
+    await s.close()
+
+
+async def claim(
+    store: SqlStore,
+    *,
+    now: datetime = NOW,
+    worker: str = "w1",
+    limit: int = 10,
+    lease: float = 60,
+    real_now: datetime | None = None,
+) -> list[Order]:
+    return await store.claim_due(
+        now=now, real_now=real_now or now, limit=limit, worker_id=worker, lease=lease
+    )
+
+
+def finish(order: Order, at: datetime) -> Transition:
+    after = replace(
+        order,
+        status=Status.FAILED,
+        reason=Reason.VENDOR_FAILED,
+        description="vendor says no",
+        next_run_at=None,
+        updated_at=at,
+    )
+    ev = Event(
+        kind="failed",
+        at=at,
+        from_status=order.status,
+        to_status=Status.FAILED,
+        reason=Reason.VENDOR_FAILED,
+    )
+    return Transition(after, (ev,), "order.failed")
+
+
+# ---------------------------------------------------------------- schema
+
+
+async def test_migrations_create_exactly_the_declared_schema(store: SqlStore) -> None:
+    def diff(conn: sa.Connection) -> list[object]:
+        return list(compare_metadata(MigrationContext.configure(conn), metadata))
+
+    assert await store.execute(diff) == []
+
+
+async def test_upgrade_is_idempotent(store: SqlStore) -> None:
+    await store.upgrade()
+    await store.ensure_schema(auto_upgrade=False)
+
+
+# ---------------------------------------------------------------- intake
+
+
+async def test_insert_stores_pending_due_now_with_created_event(store: SqlStore) -> None:
+    result = await store.insert_orders([new_order("A1"), new_order("A2")], now=NOW, actor="t")
+    assert [o.order_no for o in result.created] == ["A1", "A2"]
+    a1 = await store.get_order("A1")
+    assert a1 is not None
+    assert a1.status is Status.PENDING
+    assert a1.next_run_at == NOW
+    assert a1.recipient.name == "张三"
+    events = await store.get_events(a1.id)
+    assert [(e.kind, e.to_status, e.actor) for e in events] == [("created", Status.PENDING, "t")]
+
+
+async def test_same_body_again_is_idempotent(store: SqlStore) -> None:
+    await store.insert_orders([new_order("A1")], now=NOW)
+    again = await store.insert_orders([new_order("A1")], now=NOW + timedelta(minutes=1))
+    assert again.created == []
+    assert [o.order_no for o in again.existing] == ["A1"]
+    a1 = await store.get_order("A1")
+    assert a1 is not None
+    assert len(await store.get_events(a1.id)) == 1
+
+
+async def test_conflicting_body_writes_nothing_and_names_fields(store: SqlStore) -> None:
+    await store.insert_orders([new_order("A1")], now=NOW)
+    with pytest.raises(Conflict) as info:
+        await store.insert_orders([new_order("B1"), new_order("A1", quantity=2)], now=NOW)
+    assert "quantity" in info.value.fields
+    assert await store.get_order("B1") is None  # all or nothing
+
+
+# ---------------------------------------------------------------- claims and leases
+
+
+async def test_claim_takes_due_orders_earliest_first_and_leases_them(store: SqlStore) -> None:
+    await store.insert_orders([new_order("A1")], now=NOW + timedelta(seconds=2))
+    await store.insert_orders([new_order("A2")], now=NOW)
+    await store.insert_orders([new_order("LATER")], now=NOW + timedelta(hours=1))
+    got = await claim(store, now=NOW + timedelta(seconds=5))
+    assert [o.order_no for o in got] == ["A2", "A1"]
+    assert all(o.lease_token for o in got)
+    assert len({o.lease_token for o in got}) == 2
+    # leased rows are not claimed again while the lease holds
+    assert await claim(store, now=NOW + timedelta(seconds=5), worker="w2") == []
+
+
+async def test_claim_respects_limit(store: SqlStore) -> None:
+    await store.insert_orders([new_order(f"A{i}") for i in range(5)], now=NOW)
+    assert len(await claim(store, limit=3)) == 3
+    assert len(await claim(store, limit=3)) == 2
+
+
+async def test_expired_lease_is_taken_over_and_old_holder_is_fenced(store: SqlStore) -> None:
+    await store.insert_orders([new_order("A1")], now=NOW)
+    (first,) = await claim(store, lease=1)
+    later = NOW + timedelta(seconds=5)
+    (second,) = await claim(store, worker="w2", real_now=later, now=later)
+    assert second.lease_token != first.lease_token
+    assert second.takeovers == 1
+    applied = await store.apply([Write(finish(first, later), first.lease_token)])
+    assert applied == set()  # the late answer of the first worker is discarded
+    current = await store.get_order("A1")
+    assert current is not None
+    assert current.status is Status.PENDING
+    kinds = [e.kind for e in await store.get_events(current.id)]
+    assert kinds == ["created", "takeover"]
+    assert await store.apply([Write(finish(second, later), second.lease_token)]) == {second.id}
+
+
+async def test_apply_writes_order_event_and_outbox_in_one_go(store: SqlStore) -> None:
+    await store.insert_orders([new_order("A1")], now=NOW)
+    (order,) = await claim(store)
+    t = finish(order, NOW)
+    applied = await store.apply(
+        [Write(t, order.lease_token, OutboxItem("order.failed", '{"type":"order.failed"}'))]
+    )
+    assert applied == {order.id}
+    stored = await store.get_order("A1")
+    assert stored is not None
+    assert (stored.status, stored.reason, stored.next_run_at) == (
+        Status.FAILED,
+        Reason.VENDOR_FAILED,
+        None,
+    )
+    assert stored.lease_token is None  # released
+    assert [e.kind for e in await store.get_events(order.id)] == ["created", "failed"]
+    (note,) = await store.list_outbox(order.id)
+    assert (note.event_type, note.state) == ("order.failed", "pending")
+
+
+async def test_sent_mark_keeps_the_lease(store: SqlStore) -> None:
+    await store.insert_orders([new_order("A1")], now=NOW)
+    (order,) = await claim(store)
+    sent = lifecycle.mark_sent(order, NOW, actor="w1")
+    assert await store.apply([Write(sent, order.lease_token, release=False)]) == {order.id}
+    stored = await store.get_order("A1")
+    assert stored is not None
+    assert stored.status is Status.SENT
+    assert stored.placements == 1
+    assert stored.lease_token == order.lease_token
+    # the same worker's write-back after the call still holds
+    t = finish(sent.order, NOW)
+    assert await store.apply([Write(t, order.lease_token)]) == {order.id}
+
+
+async def test_renew_and_release(store: SqlStore) -> None:
+    await store.insert_orders([new_order("A1")], now=NOW)
+    (order,) = await claim(store, lease=1)
+    assert order.lease_token is not None
+    assert (
+        await store.renew_leases({order.id: order.lease_token}, until=NOW + timedelta(minutes=5))
+        == 1
+    )
+    later = NOW + timedelta(seconds=30)
+    assert await claim(store, worker="w2", now=later, real_now=later) == []  # renewed
+    await store.release({order.id: order.lease_token})
+    (again,) = await claim(store, worker="w2", now=later, real_now=later)
+    assert again.takeovers == 0  # a released order is not a takeover
+
+
+async def test_next_due_at_ignores_leased_rows(store: SqlStore) -> None:
+    await store.insert_orders([new_order("A1")], now=NOW)
+    await store.insert_orders([new_order("A2")], now=NOW + timedelta(minutes=3))
+    assert await store.next_due_at(real_now=NOW) == NOW
+    await claim(store, limit=1)
+    assert await store.next_due_at(real_now=NOW) == NOW + timedelta(minutes=3)
+
+
+# ---------------------------------------------------------------- reading
+
+
+async def test_list_filters_and_cursor_pages_are_stable(store: SqlStore) -> None:
+    await store.insert_orders([new_order(f"A{i:02d}") for i in range(7)], now=NOW)
+    await store.insert_orders([new_order("B1", vendor="beta", customer_id="C9")], now=NOW)
+    first = await store.list_orders(OrderFilter(vendor="acme"), limit=3)
+    assert [o.order_no for o in first] == ["A06", "A05", "A04"]
+    await store.insert_orders([new_order("A99")], now=NOW)  # arrives between pages
+    second = await store.list_orders(OrderFilter(vendor="acme"), limit=3, before_id=first[-1].id)
+    assert [o.order_no for o in second] == ["A03", "A02", "A01"]
+    assert [o.order_no for o in await store.list_orders(OrderFilter(customer_id="C9"))] == ["B1"]
+    assert await store.list_orders(OrderFilter(status="FAILED")) == []
+
+
+async def test_counts_by_status_reason_vendor_and_due(store: SqlStore) -> None:
+    await store.insert_orders([new_order("A1"), new_order("A2")], now=NOW)
+    (order, _) = await claim(store)
+    await store.apply([Write(finish(order, NOW), order.lease_token)])
+    counts = await store.counts(now=NOW)
+    assert counts.by_status == {"PENDING": 1, "FAILED": 1}
+    assert counts.by_reason == {"VENDOR_FAILED": 1}
+    assert counts.by_vendor == {"acme": {"PENDING": 1, "FAILED": 1}}
+    assert counts.due == 1
+
+
+# ---------------------------------------------------------------- outbox
+
+
+async def test_outbox_claim_and_fenced_finish(store: SqlStore) -> None:
+    await store.insert_orders([new_order("A1")], now=NOW)
+    (order,) = await claim(store)
+    await store.apply(
+        [Write(finish(order, NOW), order.lease_token, OutboxItem("order.failed", "{}"))]
+    )
+    (row,) = await store.claim_outbox(now=NOW, real_now=NOW, limit=10, lease=1)
+    assert await store.claim_outbox(now=NOW, real_now=NOW, limit=10, lease=1) == []
+    later = NOW + timedelta(seconds=5)
+    (again,) = await store.claim_outbox(now=later, real_now=later, limit=10, lease=60)
+    assert row.lease_token is not None
+    stale = OutboxResult(row.id, row.lease_token, "delivered", 1, None, None, later)
+    assert await store.finish_outbox([stale]) == set()
+    assert again.lease_token is not None
+    ok = OutboxResult(again.id, again.lease_token, "delivered", 1, None, None, later)
+    assert await store.finish_outbox([ok]) == {again.id}
+    (done,) = await store.list_outbox(order.id)
+    assert (done.state, done.attempts, done.delivered_at) == ("delivered", 1, later)
+
+
+async def test_skipped_notifications_are_not_delivered(store: SqlStore) -> None:
+    await store.insert_orders([new_order("A1")], now=NOW)
+    (order,) = await claim(store)
+    await store.apply(
+        [
+            Write(
+                finish(order, NOW),
+                order.lease_token,
+                OutboxItem("order.failed", "{}", state="skipped"),
+            )
+        ]
+    )
+    assert await store.claim_outbox(now=NOW, real_now=NOW, limit=10, lease=60) == []
+    (row,) = await store.list_outbox(order.id)
+    assert row.state == "skipped"
