@@ -16,11 +16,12 @@ def interval(n: int, *, initial_interval: float, factor: float, max_interval: fl
     """The un-jittered wait after the n-th query (n ≥ 1)."""
     if n < 1:
         raise ValueError("n counts queries from 1")
-    # factor**(n-1) overflows float for large n; the cap is reached long before that.
     exponent = n - 1
-    if factor > 1 and exponent > 1024:
+    try:
+        grown = initial_interval * factor**exponent
+    except OverflowError:  # factor**(n-1) past float range: the cap was reached long ago
         return max_interval
-    return min(initial_interval * factor**exponent, max_interval)
+    return min(grown, max_interval)
 
 
 def jittered(delay: float, *, jitter: float, rng: random.Random) -> float:

@@ -253,15 +253,53 @@ def worker(
     _run(_serve(loaded, burst=burst, speed=speed, clock_start=clock_start, deliver=False))
 
 
+ListenOpt = Annotated[
+    str | None, typer.Option(help="HOST:PORT for the HTTP API (default: api.listen).")
+]
+
+
 @app.command()
 def serve(
     config: ConfigOpt = None,
     speed: Annotated[float | None, typer.Option(help="Compressed clock (tests).")] = None,
     clock_start: Annotated[float | None, typer.Option(help="Compressed clock origin.")] = None,
+    listen: ListenOpt = None,
 ) -> None:
-    """Run the workers and the notification deliverer in one process."""
+    """Run the workers, the notification deliverer and the HTTP API in one process."""
     loaded = _load(config)
-    _run(_serve(loaded, burst=False, speed=speed, clock_start=clock_start, deliver=True))
+    _run(
+        _serve(
+            loaded,
+            burst=False,
+            speed=speed,
+            clock_start=clock_start,
+            deliver=True,
+            api=True,
+            listen=listen,
+        )
+    )
+
+
+@app.command()
+def api(config: ConfigOpt = None, listen: ListenOpt = None) -> None:
+    """Serve the HTTP API (/api/v1, docs at /api/v1/docs); stops cleanly on SIGTERM."""
+    loaded = _load(config)
+    _run(_serve_api(loaded, listen))
+
+
+async def _serve_api(loaded: Loaded, listen: str | None) -> None:
+    from .api.server import make_server
+    from .service import Service
+
+    service = await Service.open(loaded)
+    try:
+        server = make_server(service, listen=listen)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, server.stop)
+        await server.run_bound()
+    finally:
+        await service.close()
 
 
 def _clock(speed: float | None, clock_start: float | None) -> Any:
@@ -273,7 +311,14 @@ def _clock(speed: float | None, clock_start: float | None) -> Any:
 
 
 async def _serve(
-    loaded: Loaded, *, burst: bool, speed: float | None, clock_start: float | None, deliver: bool
+    loaded: Loaded,
+    *,
+    burst: bool,
+    speed: float | None,
+    clock_start: float | None,
+    deliver: bool,
+    api: bool = False,
+    listen: str | None = None,
 ) -> None:
     from .log import get_logger
     from .service import Service
@@ -283,12 +328,19 @@ async def _serve(
     try:
         w = service.worker()
         d = service.deliverer() if deliver else None
+        server = None
+        if api:
+            from .api.server import make_server
+
+            server = make_server(service, listen=listen, wake=w.wake)
         loop = asyncio.get_running_loop()
 
         def stop() -> None:
             w.stop()
             if d is not None:
                 d.stop()
+            if server is not None:
+                server.stop()
 
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop)
@@ -301,6 +353,8 @@ async def _serve(
         tasks: list[asyncio.Task[Any]] = [asyncio.create_task(w.run(burst=burst))]
         if d is not None:
             tasks.append(asyncio.create_task(d.run()))
+        if server is not None:
+            tasks.append(asyncio.create_task(server.run_bound()))
         await asyncio.gather(*tasks)
         s = w.stats
         log.info(
@@ -667,9 +721,11 @@ def _action(loaded: Loaded, json_out: bool, call: Callable[[Any], Awaitable[Any]
         _dump(view)
         return
     o = result.order
-    out.print(f"{o.order_no}: {o.status.value} {o.status.label}"
-              + (f" ({o.reason.value})" if o.reason else "")
-              + (f"; retry mode {result.retry_mode}" if result.retry_mode else ""))
+    out.print(
+        f"{o.order_no}: {o.status.value} {o.status.label}"
+        + (f" ({o.reason.value})" if o.reason else "")
+        + (f"; retry mode {result.retry_mode}" if result.retry_mode else "")
+    )
 
 
 @orders_app.command("retry")
@@ -697,8 +753,11 @@ def orders_resolve(
     if status not in ("SUCCEEDED", "FAILED"):
         err.print(f"[red]--status {status!r}[/red]: expected SUCCEEDED or FAILED")
         raise Exit(2)
-    _action(_load(config), json_out,
-            lambda a: a.resolve(order_no, status=status, note=note, actor=actor))
+    _action(
+        _load(config),
+        json_out,
+        lambda a: a.resolve(order_no, status=status, note=note, actor=actor),
+    )
 
 
 @orders_app.command("cancel")

@@ -211,15 +211,24 @@ async def _campaign(
     clock = service.clock
     started_real = time.perf_counter()
     started = clock.now()
-    await service.submit(make_orders(orders, seed), actor="demo")
+    # Customers redeem over the campaign's first hours, not all in the same second.
+    waves = _arrivals(make_orders(orders, seed), ARRIVAL_HOURS * 3600.0)
     worker = service.worker(rng=random.Random(seed), worker_id="demo-worker")
     deliverer = service.deliverer()
     worker_task = asyncio.create_task(worker.run())
     deliver_task = asyncio.create_task(deliverer.run(idle=0.05))
     horizon = (days + 3) * DAY  # every order ends by then: max_polls and deadline see to it
+    last_progress = 0.0
     try:
         while True:
-            await asyncio.sleep(0.25)
+            await asyncio.sleep(0.05)
+            elapsed = (clock.now() - started).total_seconds()
+            while waves and waves[0][0] <= elapsed:
+                await service.submit(waves.pop(0)[1], actor="demo")
+                worker.wake()
+            if time.perf_counter() - last_progress < 0.25:
+                continue
+            last_progress = time.perf_counter()
             counts = await service.store.counts(now=clock.now())
             active = sum(counts.by_status.get(s, 0) for s in ("PENDING", "SENT", "ORDERED"))
             elapsed = (clock.now() - started).total_seconds()
@@ -232,7 +241,7 @@ async def _campaign(
                         "orders": orders,
                     }
                 )
-            if active == 0 or elapsed > horizon:
+            if (active == 0 and not waves) or elapsed > horizon:
                 break
     finally:
         worker.stop()
@@ -269,6 +278,20 @@ async def _campaign(
         database=str(db_path),
         simulator={"acme": stats_a, "globex": stats_g},
     )
+
+
+ARRIVAL_HOURS = 12.0
+
+
+def _arrivals(all_orders: list[NewOrder], span: float, waves: int = 48
+              ) -> list[tuple[float, list[NewOrder]]]:
+    """Split the orders into ``waves`` batches arriving evenly over ``span`` seconds."""
+    size = max(1, -(-len(all_orders) // waves))
+    return [
+        (span * i / waves, all_orders[i * size : (i + 1) * size])
+        for i in range(waves)
+        if all_orders[i * size : (i + 1) * size]
+    ]
 
 
 async def _polls_per_order(service: Service) -> list[int]:

@@ -255,14 +255,24 @@ def _vendor_missing(order: Order, policy: Policy, now: datetime) -> Transition:
     return Transition(after, events)
 
 
-def mark_sent(order: Order, now: datetime, *, actor: str | None = None) -> Transition:
-    """PENDING → SENT, committed before the place-order request leaves."""
+def mark_sent(
+    order: Order, now: datetime, *, actor: str | None = None, policy: Policy | None = None
+) -> Transition:
+    """PENDING → SENT, committed before the place-order request leaves.
+
+    With a policy, ``next_run_at`` moves to ``initial_interval`` from now: if the worker dies
+    before writing the answer back, the order is reconciled then, not at once, giving the
+    vendor the same time to record it as after a lost answer.
+    """
     after = replace(
         order,
         status=Status.SENT,
         placements=order.placements + 1,
         updated_at=now,
         description="place-order being sent",
+        next_run_at=order.next_run_at
+        if policy is None
+        else now + timedelta(seconds=policy.initial_interval),
     )
     event = Event(kind="sent", at=now, from_status=order.status, to_status=Status.SENT, actor=actor)
     return Transition(after, (event,))
@@ -280,7 +290,8 @@ def after_place(
             status=Status.ORDERED,
             vendor_order_id=outcome.vendor_order_id,
             placed_at=now,
-            next_run_at=now + timedelta(seconds=policy.initial_delay),
+            next_run_at=min(now + timedelta(seconds=policy.initial_delay),
+                            deadline_at(order, policy)),
             unknown_streak=0,
             updated_at=now,
             description="vendor accepted the order",
@@ -405,11 +416,13 @@ def after_query(
     notify: str | None = None
     kind = "queried"
     if isinstance(outcome, InProgress):
+        # vendor_status keeps the normalised SHIPPED whatever the vendor calls it, so a
+        # vendor whose "IN_TRANSIT" maps to shipped notifies the customer once, not per poll
         newly_shipped = outcome.shipped and order.vendor_status != SHIPPED
         base = replace(
             base,
             unknown_streak=0,
-            vendor_status=outcome.vendor_status,
+            vendor_status=SHIPPED if outcome.shipped else outcome.vendor_status,
             description=outcome.description or base.description,
             logistics=outcome.logistics or order.logistics,
         )
@@ -517,8 +530,9 @@ class ActionRefused(Conflict):
     """The order's status does not allow the action (the API answers 409)."""
 
 
-def retry(order: Order, now: datetime, *, actor: str | None, note: str | None = None
-          ) -> tuple[Transition, str]:
+def retry(
+    order: Order, now: datetime, *, actor: str | None, note: str | None = None
+) -> tuple[Transition, str]:
     """Reopen a FAILED order: place it again (same order_no) or poll it again.
 
     Returns the transition and the mode, ``"place"`` or ``"poll"``. A rejected order is not
@@ -552,14 +566,26 @@ def retry(order: Order, now: datetime, *, actor: str | None, note: str | None = 
         updated_at=now,
         vendor_status=order.vendor_status if mode == "poll" else None,
     )
-    event = Event(kind="retried", at=now, from_status=order.status, to_status=status,
-                  actor=actor, detail={"mode": mode, "note": note,
-                                       "previous_reason": order.reason.value})
+    event = Event(
+        kind="retried",
+        at=now,
+        from_status=order.status,
+        to_status=status,
+        actor=actor,
+        detail={"mode": mode, "note": note, "previous_reason": order.reason.value},
+    )
     return Transition(after, (event,), "order.reopened"), mode
 
 
-def resolve(order: Order, *, status: Status, note: str, now: datetime, actor: str | None,
-            request_in_flight: bool) -> Transition:
+def resolve(
+    order: Order,
+    *,
+    status: Status,
+    note: str,
+    now: datetime,
+    actor: str | None,
+    request_in_flight: bool,
+) -> Transition:
     """Close a non-final order by hand as SUCCEEDED or FAILED/RESOLVED_BY_OPERATOR."""
     if status not in (Status.SUCCEEDED, Status.FAILED):
         raise ActionRefused("resolve takes status SUCCEEDED or FAILED")
@@ -573,29 +599,53 @@ def resolve(order: Order, *, status: Status, note: str, now: datetime, actor: st
             "answer is in"
         )
     reason = None if status is Status.SUCCEEDED else Reason.RESOLVED_BY_OPERATOR
-    return _finish(order, status=status, reason=reason, description=note, now=now,
-                   kind="resolved", actor=actor, detail={"note": note})
+    return _finish(
+        order,
+        status=status,
+        reason=reason,
+        description=note,
+        now=now,
+        kind="resolved",
+        actor=actor,
+        detail={"note": note},
+    )
 
 
-def cancel(order: Order, *, now: datetime, actor: str | None, note: str | None = None
-           ) -> Transition:
+def cancel(
+    order: Order, *, now: datetime, actor: str | None, note: str | None = None
+) -> Transition:
     """Cancel before placing: only a PENDING order, never one that may have reached the vendor."""
     if order.status is not Status.PENDING:
         raise ActionRefused(f"cancel needs a PENDING order; {order.order_no} is {order.status}")
-    return _finish(order, status=Status.FAILED, reason=Reason.CANCELLED,
-                   description=note or f"cancelled by {actor or 'operator'}", now=now,
-                   kind="cancelled", actor=actor, detail={"note": note} if note else None)
+    return _finish(
+        order,
+        status=Status.FAILED,
+        reason=Reason.CANCELLED,
+        description=note or f"cancelled by {actor or 'operator'}",
+        now=now,
+        kind="cancelled",
+        actor=actor,
+        detail={"note": note} if note else None,
+    )
 
 
-def payment(order: Order, *, payment_status: str, now: datetime, actor: str | None
-            ) -> Transition:
+def payment(order: Order, *, payment_status: str, now: datetime, actor: str | None) -> Transition:
     """Record a payment update; a PENDING order is looked at again at once."""
     if payment_status not in ("PAID", "UNPAID"):
         raise ActionRefused("payment_status must be PAID or UNPAID")
     wake = order.status is Status.PENDING
-    after = replace(order, payment_status=payment_status, updated_at=now,
-                    next_run_at=now if wake else order.next_run_at)
-    event = Event(kind="payment", at=now, from_status=order.status, to_status=order.status,
-                  actor=actor, detail={"payment_status": payment_status,
-                                       "previous": order.payment_status})
+    after = replace(
+        order,
+        payment_status=payment_status,
+        updated_at=now,
+        next_run_at=now if wake else order.next_run_at,
+    )
+    event = Event(
+        kind="payment",
+        at=now,
+        from_status=order.status,
+        to_status=order.status,
+        actor=actor,
+        detail={"payment_status": payment_status, "previous": order.payment_status},
+    )
     return Transition(after, (event,))

@@ -26,7 +26,6 @@ from .settings import Loaded, SettingsHolder
 from .statuses import Status
 from .store.base import InsertResult, OrderFilter, OutboxItem, OutboxRow, Store
 from .store.sql import SqlStore
-from .vendors import VendorRegistry
 from .views import outbox_item
 from .worker import Worker
 
@@ -107,11 +106,12 @@ class Service:
     # ---------------------------------------------------------------- running
 
     def worker(self, **kwargs: Any) -> Worker:
-        vendors = kwargs.pop("vendors", None) or VendorRegistry(self.settings, clock=self.clock)
+        """A worker on this service's store, settings and clock.
+
+        It owns (and closes) its vendor connections unless ``vendors`` is passed in.
+        """
         rng = kwargs.pop("rng", None) or random.Random()
-        return Worker(
-            self.store, self.settings, clock=self.clock, vendors=vendors, rng=rng, **kwargs
-        )
+        return Worker(self.store, self.settings, clock=self.clock, rng=rng, **kwargs)
 
     def deliverer(self, channel: Channel | None = None) -> Deliverer:
         return Deliverer(self.store, clock=self.clock, channel=channel)
@@ -153,42 +153,49 @@ class Actions:
             order_no, decide, real_now=self.service.clock.real(), outbox_item=self._outbox
         )
 
-    async def retry(self, order_no: str, *, actor: str | None, note: str | None = None
-                    ) -> ActionResult:
+    async def retry(
+        self, order_no: str, *, actor: str | None, note: str | None = None
+    ) -> ActionResult:
         now = self.service.clock.now()
         order, mode = await self._change(
             order_no, lambda o, _real: lifecycle.retry(o, now, actor=actor, note=note)
         )
         return ActionResult(order, mode)
 
-    async def resolve(self, order_no: str, *, status: str, note: str, actor: str | None
-                      ) -> ActionResult:
+    async def resolve(
+        self, order_no: str, *, status: str, note: str, actor: str | None
+    ) -> ActionResult:
         now = self.service.clock.now()
         target = _final_status(status)
 
         def decide(o: Order, real_now: datetime) -> tuple[Transition, None]:
             in_flight = o.locked_until is not None and o.locked_until > real_now
-            return lifecycle.resolve(o, status=target, note=note, now=now, actor=actor,
-                                     request_in_flight=in_flight), None
+            return lifecycle.resolve(
+                o, status=target, note=note, now=now, actor=actor, request_in_flight=in_flight
+            ), None
 
         order, _ = await self._change(order_no, decide)
         return ActionResult(order)
 
-    async def cancel(self, order_no: str, *, actor: str | None, note: str | None = None
-                     ) -> ActionResult:
+    async def cancel(
+        self, order_no: str, *, actor: str | None, note: str | None = None
+    ) -> ActionResult:
         now = self.service.clock.now()
         order, _ = await self._change(
             order_no, lambda o, _r: (lifecycle.cancel(o, now=now, actor=actor, note=note), None)
         )
         return ActionResult(order)
 
-    async def payment(self, order_no: str, payment_status: str, *, actor: str | None
-                      ) -> ActionResult:
+    async def payment(
+        self, order_no: str, payment_status: str, *, actor: str | None
+    ) -> ActionResult:
         now = self.service.clock.now()
         order, _ = await self._change(
             order_no,
-            lambda o, _r: (lifecycle.payment(o, payment_status=payment_status, now=now,
-                                             actor=actor), None),
+            lambda o, _r: (
+                lifecycle.payment(o, payment_status=payment_status, now=now, actor=actor),
+                None,
+            ),
         )
         return ActionResult(order)
 
@@ -224,14 +231,20 @@ class Actions:
                             lifecycle.retry(o, now, actor=actor, note=note)
                         else:
                             in_flight = o.locked_until is not None and o.locked_until > real_now
-                            lifecycle.resolve(o, status=_final_status(status or "FAILED"),
-                                              note=note or "", now=now, actor=actor,
-                                              request_in_flight=in_flight)
+                            lifecycle.resolve(
+                                o,
+                                status=_final_status(status or "FAILED"),
+                                note=note or "",
+                                now=now,
+                                actor=actor,
+                                request_in_flight=in_flight,
+                            )
                     elif action == "retry":
                         await self.retry(o.order_no, actor=actor, note=note)
                     else:
-                        await self.resolve(o.order_no, status=status or "FAILED",
-                                           note=note or "", actor=actor)
+                        await self.resolve(
+                            o.order_no, status=status or "FAILED", note=note or "", actor=actor
+                        )
                 except lifecycle.ActionRefused:
                     continue
                 changed += 1

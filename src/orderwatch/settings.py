@@ -1,16 +1,21 @@
 """Typed settings (DESIGN §8) and where each value came from.
 
 Sources, lowest first: defaults < ``orderwatch.toml`` < ``ORDERWATCH_*`` environment
-variables (``ORDERWATCH_DATABASE__URL`` sets ``database.url``). A wrong key or value stops
-start-up with the dotted key, the source it came from and what is allowed.
+variables (``ORDERWATCH_DATABASE__URL`` sets ``database.url``) < the config center (a Nacos
+data id, see :mod:`orderwatch.config_center`, layered on with :func:`with_layer`). A wrong
+key or value stops start-up with the dotted key, the source it came from and what is
+allowed.
 
 The engine never keeps a copy of a setting: it asks a :class:`SettingsHolder` for the
 current policy of a vendor each time it computes a schedule, so that a reload changes what
-happens next without a restart.
+happens next without a restart. Keys that running code cannot pick up (``RESTART_ONLY``)
+keep their running value on a reload; :func:`keep_restart_only` says which ones changed.
 """
 
 from __future__ import annotations
 
+import copy
+import math
 import os
 import re
 import threading
@@ -19,7 +24,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from types import UnionType
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 from pydantic import (
     BaseModel,
@@ -28,7 +34,9 @@ from pydantic import (
     Field,
     SecretStr,
     ValidationError,
+    ValidationInfo,
     field_validator,
+    model_validator,
 )
 
 from .errors import ConfigError
@@ -36,6 +44,7 @@ from .lifecycle import Policy
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
+_MAX_SECONDS = 36500 * 86400.0  # far past any schedule, far below timedelta's limit
 
 
 def parse_duration(value: Any) -> timedelta:
@@ -44,14 +53,19 @@ def parse_duration(value: Any) -> timedelta:
         return value
     if isinstance(value, bool):
         raise ValueError("expected a duration like '200ms', '10m', '6h', '7d' or seconds")
+    seconds: float | None = None
     if isinstance(value, int | float):
         if value < 0:
             raise ValueError("a duration cannot be negative")
-        return timedelta(seconds=value)
-    if isinstance(value, str):
+        seconds = value
+    elif isinstance(value, str):
         m = _DURATION.match(value)
         if m:
-            return timedelta(seconds=float(m.group(1)) * _UNITS[m.group(2)])
+            seconds = float(m.group(1)) * _UNITS[m.group(2)]
+    if seconds is not None:
+        if not math.isfinite(seconds) or seconds > _MAX_SECONDS:
+            raise ValueError(f"{value!r} is too long: at most 36500d (100 years)")
+        return timedelta(seconds=seconds)
     raise ValueError(
         f"expected a duration like '200ms', '10m', '6h', '7d' or seconds, got {value!r}"
     )
@@ -70,12 +84,17 @@ def format_duration(td: timedelta | float) -> str:
 Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
 
 
-def _resolve_secret(value: Any) -> Any:
+def _resolve_secret(value: Any, info: ValidationInfo) -> Any:
+    """``env:NAME`` → NAME from the mapping load_settings was given, else the process's."""
     if isinstance(value, str) and value.startswith("env:"):
         name = value[4:]
-        if name not in os.environ:
-            raise ValueError(f"environment variable {name} (named by 'env:{name}') is not set")
-        return os.environ[name]
+        context = info.context if isinstance(info.context, Mapping) else {}
+        given: Mapping[str, str] = context.get("env", {})
+        if name in given:
+            return given[name]
+        if name in os.environ:
+            return os.environ[name]
+        raise ValueError(f"environment variable {name} (named by 'env:{name}') is not set")
     return value
 
 
@@ -209,6 +228,13 @@ def _default_events() -> list[NotifyEvent]:
     return ["order.shipped", "order.succeeded", "order.failed"]
 
 
+def _split_list(value: Any) -> Any:
+    """``"a, b"`` → ``["a", "b"]``: lists given where only strings fit (env, properties)."""
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
 class NotifySettings(BaseModel):
     model_config = _STRICT
 
@@ -217,18 +243,88 @@ class NotifySettings(BaseModel):
     initial_interval: Duration = timedelta(seconds=30)
     max_interval: Duration = timedelta(hours=1)
     max_age: Duration = timedelta(days=3)
-    events: list[NotifyEvent] = Field(default_factory=_default_events)
+    events: Annotated[list[NotifyEvent], BeforeValidator(_split_list)] = Field(
+        default_factory=_default_events
+    )
+
+
+_NACOS_NAME = re.compile(r"^[A-Za-z0-9._:-]+$")
+_NACOS_SERVER = re.compile(r"^(?:https?://)?(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+)(?::\d{1,5})?/?$")
 
 
 class ConfigCenterSettings(BaseModel):
+    """``[config_center]``: where the Nacos data id is and how to talk to it.
+
+    Read from the file and the environment only: the data id cannot move itself.
+    """
+
     model_config = _STRICT
 
-    server: str = "127.0.0.1:8848"
-    namespace: str = ""
+    server: str = "127.0.0.1:8848"  # host:port or http(s)://host:port, comma-separated
+    context_path: str = "/nacos"
+    namespace: str = ""  # namespace *id* (tenant); "" is the public namespace
     group: str = "DEFAULT_GROUP"
     data_id: str = "orderwatch.toml"
+    format: Literal["auto", "toml", "properties", "yaml"] = "auto"  # auto: by extension
+    api: Literal["v1", "v2"] = "v1"  # v2: config get of Nacos ≥ 2.2, polled (no listener)
     username: str | None = None
     password: Secret | None = None
+    access_key: str | None = None
+    secret_key: Secret | None = None
+    timeout: Duration = timedelta(seconds=5)  # one HTTP request (login, config get)
+    pull_timeout: Duration = timedelta(seconds=30)  # how long the listener holds a request
+    retry_initial: Duration = timedelta(seconds=1)  # backoff while Nacos is unreachable …
+    retry_max: Duration = timedelta(seconds=60)  # … up to this
+    cache_dir: str | None = None  # default: beside the SQLite file, else ~/.cache/orderwatch
+    required: bool = True  # no server and no cached copy at start: stop (true) or go on
+
+    @field_validator("server")
+    @classmethod
+    def _servers(cls, v: str) -> str:
+        parts = [p.strip() for p in v.split(",")]
+        if not all(parts) or not all(_NACOS_SERVER.match(p) for p in parts):
+            raise ValueError(
+                "must be host:port or http(s)://host:port, several separated by commas"
+            )
+        return ",".join(parts)
+
+    @field_validator("context_path")
+    @classmethod
+    def _context_path(cls, v: str) -> str:
+        if v and not re.match(r"^/[A-Za-z0-9._/-]*$", v):
+            raise ValueError("must be empty or a path starting with '/', like '/nacos'")
+        return v.rstrip("/")
+
+    @field_validator("data_id", "group")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not _NACOS_NAME.match(v) or len(v) > 256:
+            raise ValueError("must be 1-256 of A-Z, a-z, 0-9, '.', ':', '_' and '-'")
+        return v
+
+    @field_validator("namespace")
+    @classmethod
+    def _namespace(cls, v: str) -> str:
+        if v and (not _NACOS_NAME.match(v) or len(v) > 128):
+            raise ValueError(
+                "must be a namespace id: 0-128 of A-Z, a-z, 0-9, '.', ':', '_' and '-'"
+            )
+        return v
+
+    @field_validator("timeout", "pull_timeout", "retry_initial", "retry_max")
+    @classmethod
+    def _at_least_10ms(cls, v: timedelta) -> timedelta:
+        if v < timedelta(milliseconds=10):
+            raise ValueError("must be at least 10ms")
+        return v
+
+    @model_validator(mode="after")
+    def _pairs(self) -> ConfigCenterSettings:
+        if self.username is not None and self.password is None:
+            raise ValueError("username is set but password is not: give both or neither")
+        if self.access_key is not None and self.secret_key is None:
+            raise ValueError("access_key is set but secret_key is not: give both or neither")
+        return self
 
 
 class LogSettings(BaseModel):
@@ -289,7 +385,9 @@ class SettingsHolder:
     """The settings in force. The engine asks it on every schedule it computes.
 
     ``replace`` swaps in a new, already validated, Settings; policies are cached per
-    version so the hot path pays a dict lookup, not a merge.
+    version so the hot path pays a dict lookup, not a merge. A vendor whose settings did
+    not change keeps its settings *object*, so the vendor registry (which rebuilds an
+    adapter when that object changes) keeps its connections across unrelated reloads.
     """
 
     def __init__(self, settings: Settings, sources: Mapping[str, str] | None = None) -> None:
@@ -305,7 +403,7 @@ class SettingsHolder:
 
     def replace(self, settings: Settings, sources: Mapping[str, str] | None = None) -> None:
         with self._lock:
-            self._settings = settings
+            self._settings = _reuse_unchanged(self._settings, settings)
             if sources is not None:
                 self.sources = dict(sources)
             self._policies = {}
@@ -322,14 +420,132 @@ class SettingsHolder:
         return vendor in self._settings.vendors
 
 
+def _reuse_unchanged(old: Settings, new: Settings) -> Settings:
+    vendors = {
+        name: old.vendors[name] if old.vendors.get(name) == cfg else cfg
+        for name, cfg in new.vendors.items()
+    }
+    if all(vendors[name] is cfg for name, cfg in new.vendors.items()):
+        return new
+    return new.model_copy(update={"vendors": vendors})
+
+
+# ---------------------------------------------------------------- what a reload may change
+
+#: Keys a running process cannot pick up: a reload that changes them keeps the running
+#: value and logs that a restart is needed. Everything else (polling, vendors, notify,
+#: api tokens) is read from the :class:`SettingsHolder` when it is used.
+RESTART_ONLY: tuple[str, ...] = ("database", "worker", "api.listen", "log", "config_center")
+
+
+def flat_values(settings: Settings) -> dict[str, Any]:
+    """``dotted.key → value`` for every key, secrets unmasked: for comparing, never showing."""
+    out: dict[str, Any] = {}
+
+    def walk(node: Any, prefix: str) -> None:
+        if isinstance(node, BaseModel):
+            node = {name: getattr(node, name) for name in type(node).model_fields}
+        if isinstance(node, dict) and node:
+            for key, value in node.items():
+                walk(value, f"{prefix}.{key}" if prefix else str(key))
+            return
+        if isinstance(node, list) and node and all(isinstance(i, BaseModel) for i in node):
+            for i, item in enumerate(node):
+                walk(item, f"{prefix}[{i}]")
+            return
+        out[prefix] = node.get_secret_value() if isinstance(node, SecretStr) else node
+
+    walk(settings, "")
+    return out
+
+
+def changed_keys(old: Settings, new: Settings) -> list[str]:
+    """The dotted keys whose value differs between two settings (added and removed too)."""
+    a, b = flat_values(old), flat_values(new)
+    return sorted(k for k in a.keys() | b.keys() if a.get(k, _ABSENT) != b.get(k, _ABSENT))
+
+
+_ABSENT = object()
+
+
+def _under(key: str, prefix: str) -> bool:
+    return key == prefix or key.startswith((prefix + ".", prefix + "["))
+
+
+def keep_restart_only(
+    running: Settings,
+    running_sources: Mapping[str, str],
+    new: Settings,
+    new_sources: Mapping[str, str],
+) -> tuple[Settings, dict[str, str], list[str]]:
+    """``new`` with every ``RESTART_ONLY`` key set back to its running value.
+
+    Returns the settings to apply, their sources, and the dotted keys that were held back
+    (so the caller can say a restart is needed to apply them).
+    """
+    changed = changed_keys(running, new)
+    held = [k for k in changed if any(_under(k, p) for p in RESTART_ONLY)]
+    if not held:
+        return new, dict(new_sources), []
+    settings = new
+    for prefix in RESTART_ONLY:
+        if any(_under(k, prefix) for k in held):
+            settings = _with_value(settings, prefix.split("."), _get(running, prefix.split(".")))
+    sources = {k: v for k, v in new_sources.items() if not any(_under(k, p) for p in RESTART_ONLY)}
+    sources.update(
+        {k: v for k, v in running_sources.items() if any(_under(k, p) for p in RESTART_ONLY)}
+    )
+    return settings, sources, held
+
+
+def _get(model: BaseModel, parts: list[str]) -> Any:
+    value: Any = model
+    for part in parts:
+        value = getattr(value, part)
+    return value
+
+
+def _with_value(model: BaseModel, parts: list[str], value: Any) -> Any:
+    if len(parts) == 1:
+        return model.model_copy(update={parts[0]: value})
+    child = getattr(model, parts[0])
+    return model.model_copy(update={parts[0]: _with_value(child, parts[1:], value)})
+
+
 # ---------------------------------------------------------------- loading with sources
+
+
+@dataclass(frozen=True)
+class RemoteState:
+    """What the config center gave at start, for the watcher that carries on from there.
+
+    ``applied_md5`` is the MD5 of the content in force ("" for none), ``seen_md5`` that of
+    the server's latest content (differs when it was rejected), ``origin`` where the
+    content in force came from: ``server``, ``cache`` (server unreachable or its content
+    invalid) or ``none`` (no data id on the server, or unreachable with no cache).
+    """
+
+    applied_md5: str = ""
+    seen_md5: str = ""
+    origin: Literal["server", "cache", "none"] = "none"
+    cache_path: Path | None = None
+    reached: bool = False  # whether the server answered at start
 
 
 @dataclass
 class Loaded:
     settings: Settings
-    sources: dict[str, str] = field(default_factory=dict)  # dotted key -> default|file|env
+    sources: dict[str, str] = field(default_factory=dict)  # dotted key -> default|file|env|nacos
     path: Path | None = None
+    #: the raw merged data and sources of defaults < file < env (< overrides), before any
+    #: config-center layer: a reload layers the new content on this, never on the last one
+    base: dict[str, Any] = field(default_factory=dict)
+    base_sources: dict[str, str] = field(default_factory=dict)
+    #: source → how errors name it ("file /etc/orderwatch.toml", "nacos data id …")
+    labels: dict[str, str] = field(default_factory=dict)
+    remote: RemoteState | None = None
+    #: the environment ``env:NAME`` secrets are read from (None: the process's)
+    env: Mapping[str, str] | None = field(default=None, repr=False)
 
 
 def _flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -369,6 +585,12 @@ def _env_layer(env: Mapping[str, str]) -> dict[str, Any]:
 _NOT_KEYS = {"ORDERWATCH_CONFIG", "ORDERWATCH_LOG_FORMAT", "ORDERWATCH_LOG_LEVEL"}
 
 
+def env_name(dotted: str) -> str:
+    """The environment variable that sets ``dotted``: ``polling.max_polls`` →
+    ``ORDERWATCH_POLLING__MAX_POLLS``."""
+    return "ORDERWATCH_" + "__".join(part.upper() for part in dotted.split("."))
+
+
 def _merge(base: dict[str, Any], layer: Mapping[str, Any]) -> dict[str, Any]:
     for key, value in layer.items():
         if isinstance(value, Mapping) and isinstance(base.get(key), dict):
@@ -380,25 +602,84 @@ def _merge(base: dict[str, Any], layer: Mapping[str, Any]) -> dict[str, Any]:
     return base
 
 
-def _explain(error: ValidationError, sources: Mapping[str, str]) -> list[str]:
+def _model_at(parts: list[str]) -> type[BaseModel] | None:
+    """The settings model found at ``parts`` (``["vendors", "acme"]`` → VendorSettings)."""
+    node: Any = Settings
+    i = 0
+    while i < len(parts):
+        if not (isinstance(node, type) and issubclass(node, BaseModel)):
+            return None
+        info = node.model_fields.get(parts[i])
+        if info is None:
+            return None
+        node, i = _unwrap(info.annotation), i + 1
+        origin = get_origin(node)
+        if origin is dict or origin is list:  # a vendor name, a token index
+            node, i = _unwrap(get_args(node)[-1]), i + 1
+    if i > len(parts):
+        return None
+    return node if isinstance(node, type) and issubclass(node, BaseModel) else None
+
+
+def _unwrap(annotation: Any) -> Any:
+    """``X | None`` → ``X``; ``Annotated[X, ...]`` → ``X``."""
+    if get_origin(annotation) is Annotated:
+        annotation = get_args(annotation)[0]
+    args = [a for a in get_args(annotation) if a is not type(None)]
+    if get_origin(annotation) in (Union, UnionType) and len(args) == 1:
+        return _unwrap(args[0])
+    return annotation
+
+
+def _origin_of(loc: str, sources: Mapping[str, str]) -> tuple[list[str], bool]:
+    """The sources that set ``loc`` (exact), or for a missing key those of the keys around it."""
+    if loc in sources:
+        return [sources[loc]], True
+    probe = loc
+    while probe:
+        found = {k: s for k, s in sources.items() if _under(k, probe) or _under(probe, k)}
+        if found:
+            exact = len(found) == 1 and _under(loc, next(iter(found)))
+            order = ["default", "file", "env", "override", "nacos"]
+            ranked = sorted(set(found.values()), key=lambda s: order.index(s) if s in order else 99)
+            return ranked, exact
+        probe = probe.rpartition(".")[0]
+    return ["default"], False
+
+
+def _label(source: str, key: str | None, labels: Mapping[str, str]) -> str:
+    if source == "env":
+        return f"env {env_name(key)}" if key else "env"
+    return labels.get(source, source)
+
+
+def _explain(
+    error: ValidationError, sources: Mapping[str, str], labels: Mapping[str, str] | None = None
+) -> list[str]:
+    labels = labels or {}
     lines = []
     for err in error.errors():
-        loc = ".".join(str(p) for p in err["loc"] if not str(p).startswith("function-"))
+        parts = [str(p) for p in err["loc"] if not str(p).startswith("function-")]
         # pydantic puts the field before its validator tag; drop the tags it adds for unions
-        loc = re.sub(r"\.(?:str|int|float|timedelta|list\[[^\]]*\]|literal\[[^\]]*\])", "", loc)
-        source = sources.get(loc)
-        if source is None:
-            source = next(
-                (s for k, s in sources.items() if k.startswith(loc + ".") or loc.startswith(k)),
-                "default",
-            )
-        msg = err["msg"]
+        parts = [p for p in parts if not _TAG.match(p)]
+        loc = ".".join(parts)
+        shown = re.sub(r"\.(\d+)(?=\.|$)", r"[\1]", loc)  # api.tokens.0.role → api.tokens[0].role
+        origins, exact = _origin_of(loc, sources)
+        where = ", ".join(_label(s, loc if exact else None, labels) for s in origins)
+        msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
-            msg = "unknown key"
+            model = _model_at(parts[:-1])
+            allowed = ", ".join(model.model_fields) if model is not None else ""
+            msg = f"unknown key; allowed here: {allowed}" if allowed else "unknown key"
         elif err["type"] == "missing":
             msg = "required key is missing"
-        lines.append(f"{loc or '(root)'} ({source}): {msg}")
+        elif err["type"] in ("model_type", "dict_type"):
+            msg = f"must be a table ([{loc}]), got {type(err['input']).__name__}"
+        lines.append(f"{shown or '(root)'} ({where}): {msg}")
     return lines
+
+
+_TAG = re.compile(r"^(?:str|int|float|bool|timedelta|list\[.*\]|literal\[.*\])$")
 
 
 def default_config_path(env: Mapping[str, str] | None = None) -> Path | None:
@@ -409,6 +690,18 @@ def default_config_path(env: Mapping[str, str] | None = None) -> Path | None:
     return candidate if candidate.exists() else None
 
 
+def _validate(
+    data: Mapping[str, Any],
+    sources: Mapping[str, str],
+    labels: Mapping[str, str],
+    env: Mapping[str, str],
+) -> Settings:
+    try:
+        return Settings.model_validate(data, context={"env": env})
+    except ValidationError as exc:
+        raise ConfigError(_explain(exc, sources, labels)) from None
+
+
 def load_settings(
     path: str | Path | None = None,
     *,
@@ -417,18 +710,25 @@ def load_settings(
 ) -> Loaded:
     """Read defaults < file < environment (< ``overrides``, for tests and the demo).
 
-    Raises :class:`~orderwatch.errors.ConfigError` naming every bad key and its source.
+    The config center is not read here (it needs the network): see
+    :func:`orderwatch.config_center.load_initial`, which layers it on with
+    :func:`with_layer`. Raises :class:`~orderwatch.errors.ConfigError` naming every bad
+    key and its source.
     """
     env = os.environ if env is None else env
     file_path = Path(path) if path is not None else default_config_path(env)
     data: dict[str, Any] = {}
     sources: dict[str, str] = {}
+    labels: dict[str, str] = {}
     if file_path is not None:
+        labels["file"] = f"file {file_path}"
         try:
             with file_path.open("rb") as fh:
                 file_data = tomllib.load(fh)
         except FileNotFoundError:
             raise ConfigError([f"config file {file_path} does not exist"]) from None
+        except IsADirectoryError:
+            raise ConfigError([f"config file {file_path} is a directory"]) from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError([f"{file_path}: not valid TOML: {exc}"]) from None
         _merge(data, file_data)
@@ -439,15 +739,63 @@ def load_settings(
     if overrides:
         _merge(data, overrides)
         sources.update(dict.fromkeys(_flatten(overrides), "override"))
-    try:
-        settings = Settings.model_validate(data)
-    except ValidationError as exc:
-        raise ConfigError(_explain(exc, sources)) from None
-    return Loaded(settings, sources, file_path)
+    settings = _validate(data, sources, labels, env)
+    return Loaded(
+        settings,
+        sources,
+        file_path,
+        base=copy.deepcopy(data),
+        base_sources=dict(sources),
+        labels=labels,
+        env=env,
+    )
+
+
+def with_layer(
+    loaded: Loaded,
+    layer: Mapping[str, Any],
+    *,
+    source: str = "nacos",
+    label: str | None = None,
+    remote: RemoteState | None = None,
+) -> Loaded:
+    """``loaded``'s defaults, file and environment with ``layer`` on top, validated whole.
+
+    The layer replaces whatever an earlier layer of the same kind gave: it goes on
+    ``loaded.base``, never on ``loaded.settings``. ``config_center`` cannot be set from
+    the layer (the data id would move itself). Raises ConfigError naming the key and the
+    source.
+    """
+    labels = {**loaded.labels, source: label or source}
+    if "config_center" in layer:
+        raise ConfigError(
+            [
+                f"config_center ({labels[source]}): cannot be set from the config center "
+                "itself; set it in orderwatch.toml or ORDERWATCH_CONFIG_CENTER__* variables"
+            ]
+        )
+    data = _merge(copy.deepcopy(loaded.base), layer)
+    sources = dict(loaded.base_sources)
+    sources.update(dict.fromkeys(_flatten(layer), source))
+    env = os.environ if loaded.env is None else loaded.env
+    settings = _validate(data, sources, labels, env)
+    return Loaded(
+        settings,
+        sources,
+        loaded.path,
+        base=loaded.base,
+        base_sources=loaded.base_sources,
+        labels=labels,
+        remote=remote if remote is not None else loaded.remote,
+        env=loaded.env,
+    )
 
 
 def effective_lines(loaded: Loaded) -> list[tuple[str, str, str]]:
-    """``(dotted.key, value, source)`` for every key in force, secrets masked."""
+    """``(dotted.key, value, source)`` for every key in force, secrets masked.
+
+    The source is ``default``, ``file``, ``env`` or ``nacos`` (``override`` in tests).
+    """
     dumped = loaded.settings.model_dump(mode="python")
     rows: list[tuple[str, str, str]] = []
 
@@ -483,6 +831,8 @@ def _show(value: Any) -> str:
         return format_duration(value)
     if value is None:
         return "(unset)"
+    if value == "":
+        return '""'
     if isinstance(value, str):
         return value
     return repr(value) if not isinstance(value, list) else "[" + ", ".join(map(str, value)) + "]"

@@ -113,6 +113,7 @@ class Worker:
         self._wake = asyncio.Event()
         self._slot_free = asyncio.Event()
         self._sleep_until: datetime | None = None  # the loop sleeps until this schedule time
+        self._earliest_written: datetime | None = None  # earliest next_run_at flushed lately
         self._stopping = False
 
     # ------------------------------------------------------------------ control
@@ -148,6 +149,10 @@ class Worker:
 
     async def _loop(self, burst: bool) -> None:
         while not self._stopping:
+            # Clear before looking, so a wake-up that arrives while we look is not lost.
+            self._wake.clear()
+            self._slot_free.clear()
+            self._earliest_written = None
             wcfg = self.settings.current.worker
             capacity = wcfg.concurrency + wcfg.batch_size - len(self._inflight)
             threshold = max(1, min(wcfg.batch_size, wcfg.concurrency) // 2)
@@ -164,9 +169,12 @@ class Worker:
             if not self._inflight:
                 await self.flush()
             due = await self.store.next_due_at(real_now=self.clock.real())
+            written = self._earliest_written  # results stored while we asked the database
+            if written is not None and (due is None or written < due):
+                due = written
             now = self.clock.now()
             if due is not None and due <= now:
-                timeout = 0.02  # due but still leased elsewhere, or a claim race
+                timeout = 0.005  # due now: a write-back raced us, or still leased elsewhere
             elif burst and not self._inflight and not self._pending:
                 return
             elif due is None:
@@ -179,8 +187,10 @@ class Worker:
             await self._wait(self._wake, timeout)
             self._sleep_until = None
 
-    async def _wait(self, event: asyncio.Event, seconds: float) -> None:
-        event.clear()
+    @staticmethod
+    async def _wait(event: asyncio.Event, seconds: float) -> None:
+        if event.is_set():
+            return
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(max(seconds, 0.001)):
                 await event.wait()
@@ -270,7 +280,7 @@ class Worker:
             return
         assert adapter is not None
         if isinstance(action, Place):
-            sent = lifecycle.mark_sent(order, now, actor=self.worker_id)
+            sent = lifecycle.mark_sent(order, now, actor=self.worker_id, policy=policy)
             if not await self._commit_sent(Write(sent, token, release=False)):
                 self._held.pop(order.id, None)
                 self.stats.discarded += 1
@@ -332,8 +342,11 @@ class Worker:
                 for w in batch:
                     oid = w.transition.order.id
                     nxt = w.transition.order.next_run_at
-                    if sleep_until is not None and nxt is not None and nxt < sleep_until:
-                        self._wake.set()
+                    if nxt is not None:
+                        if self._earliest_written is None or nxt < self._earliest_written:
+                            self._earliest_written = nxt
+                        if sleep_until is not None and nxt < sleep_until:
+                            self._wake.set()
                     if self._held.get(oid) == w.token:
                         del self._held[oid]
                     if oid in applied:

@@ -159,3 +159,13 @@ class Store(Protocol):
         """Queue one notification again (an operator's redeliver)."""
 
     async def close(self) -> None: ...
+
+    async def claim_outbox_ordered(
+        self, *, now: datetime, real_now: datetime, limit: int, lease: float
+    ) -> list[OutboxRow]:
+        """:meth:`claim_outbox` limited to the oldest pending notification of each order."""
+
+    async def redeliver_failed(
+        self, flt: OrderFilter, *, now: datetime, dry_run: bool = False
+    ) -> tuple[int, int]:
+        """Queue again every failed notification of the matching orders: (matched, changed)."""

@@ -250,10 +250,25 @@ _ACTION_UPDATE = (
         {
             name: sa.bindparam(name)
             for name in (
-                "status", "reason", "description", "vendor_order_id", "vendor_status",
-                "logistics", "queries", "abnormal", "takeovers", "placements",
-                "unknown_streak", "next_run_at", "started_at", "placed_at", "updated_at",
-                "payment_status", "locked_by", "locked_until", "lease_token",
+                "status",
+                "reason",
+                "description",
+                "vendor_order_id",
+                "vendor_status",
+                "logistics",
+                "queries",
+                "abnormal",
+                "takeovers",
+                "placements",
+                "unknown_streak",
+                "next_run_at",
+                "started_at",
+                "placed_at",
+                "updated_at",
+                "payment_status",
+                "locked_by",
+                "locked_until",
+                "lease_token",
             )
         }
     )
@@ -294,15 +309,24 @@ class SqlStore:
 
     # ------------------------------------------------------------------ plumbing
 
-    async def _run(self, fn: Callable[[Connection], T], *, write: bool = True) -> T:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, self._tx, fn, write)
+    async def _run(
+        self, fn: Callable[[Connection], T], *, write: bool = True, durable: bool = False
+    ) -> T:
+        """Run ``fn`` in one transaction on the database thread.
 
-    def _tx(self, fn: Callable[[Connection], T], write: bool) -> T:
+        ``durable`` transactions are on disk when they commit, even across a power loss
+        (SQLite: ``synchronous=FULL``): intake, the SENT mark before a place-order, operator
+        actions. Other writes (claims, poll results) survive a process crash; a power loss
+        may undo the last of them, which only means a query is sent again.
+        """
+        mode = "durable" if durable else "write" if write else "read"
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, self._tx, fn, mode)
+
+    def _tx(self, fn: Callable[[Connection], T], mode: str) -> T:
         conn = self.engine.connect()
         try:
-            if not write:
-                conn = conn.execution_options(orderwatch_readonly=True)
+            conn = conn.execution_options(orderwatch_mode=mode)
             with conn.begin():
                 return fn(conn)
         finally:
@@ -427,7 +451,7 @@ class SqlStore:
             created.sort(key=lambda o: o.id)
             return InsertResult(created, same)
 
-        return await self._run(work)
+        return await self._run(work, durable=True)
 
     # ------------------------------------------------------------------ the hot path
 
@@ -539,7 +563,8 @@ class SqlStore:
                 conn.execute(outbox.insert(), notes)
             return {w.transition.order.id for w in winners}
 
-        return await self._run(work)
+        # The SENT mark (a write that keeps its lease) must be on disk before the request.
+        return await self._run(work, durable=any(not w.release for w in writes))
 
     async def renew_leases(self, tokens: Mapping[int, str], *, until: datetime) -> int:
         if not tokens:
@@ -576,12 +601,17 @@ class SqlStore:
 
     async def next_due_at(self, *, real_now: datetime) -> datetime | None:
         def work(conn: Connection) -> datetime | None:
+            # ORDER BY … LIMIT 1 walks the due index and stops at the first free row;
+            # min() with these conditions would scan every scheduled row.
             value: datetime | None = conn.execute(
-                select(func.min(orders.c.next_run_at)).where(
+                select(orders.c.next_run_at)
+                .where(
                     orders.c.next_run_at.is_not(None),
                     sa.or_(orders.c.locked_until.is_(None), orders.c.locked_until < real_now),
                     _NOT_PAUSED,
                 )
+                .order_by(orders.c.next_run_at)
+                .limit(1)
             ).scalar()
             return value
 
@@ -677,14 +707,15 @@ class SqlStore:
             params.update(payment_status=after.payment_status, lease_token=token)
             conn.execute(_ACTION_UPDATE, [params])
             if transition.events:
-                conn.execute(order_events.insert(),
-                             [event_params(after.id, ev) for ev in transition.events])
+                conn.execute(
+                    order_events.insert(), [event_params(after.id, ev) for ev in transition.events]
+                )
             item = outbox_item(transition)
             if item is not None:
                 conn.execute(outbox.insert(), [_outbox_params(after, item)])
             return _with_lease(after, token, after.takeovers), extra
 
-        return await self._run(work)
+        return await self._run(work, durable=True)
 
     async def pause_vendor(
         self, vendor: str, *, now: datetime, actor: str | None, note: str | None
@@ -697,8 +728,9 @@ class SqlStore:
             ).first()
             if exists:
                 return False
-            conn.execute(vendor_pauses.insert().values(vendor=vendor, paused_at=now,
-                                                       actor=actor, note=note))
+            conn.execute(
+                vendor_pauses.insert().values(vendor=vendor, paused_at=now, actor=actor, note=note)
+            )
             return True
 
         return await self._run(work)
@@ -731,8 +763,13 @@ class SqlStore:
             conn.execute(
                 outbox.update()
                 .where(outbox.c.id == outbox_id)
-                .values(state="pending", next_attempt_at=now, locked_until=None,
-                        lease_token=None, delivered_at=None)
+                .values(
+                    state="pending",
+                    next_attempt_at=now,
+                    locked_until=None,
+                    lease_token=None,
+                    delivered_at=None,
+                )
             )
             fresh = conn.execute(select(outbox).where(outbox.c.id == outbox_id)).one()
             return _row_to_outbox(fresh._mapping)
@@ -835,6 +872,91 @@ class SqlStore:
         """Run ``fn(connection)`` in one transaction on the database thread."""
         return await self._run(fn)
 
+    # ------------------------------------------------------------------ outbox delivery order
+
+    async def claim_outbox_ordered(
+        self, *, now: datetime, real_now: datetime, limit: int, lease: float
+    ) -> list[OutboxRow]:
+        """Like :meth:`claim_outbox`, but only the oldest pending notification of each order.
+
+        A later notification of an order waits while an earlier one is pending (due, backing
+        off or leased), so the customer's platform never sees ``order.succeeded`` before the
+        ``order.shipped`` it follows. Earliest due first.
+        """
+        until = real_now + timedelta(seconds=lease)
+        older = outbox.alias("older")
+        earlier_pending = (
+            select(older.c.id)
+            .where(
+                older.c.order_id == outbox.c.order_id,
+                older.c.state == "pending",
+                older.c.id < outbox.c.id,
+            )
+            .exists()
+        )
+
+        def work(conn: Connection) -> list[OutboxRow]:
+            q = (
+                select(outbox)
+                .where(
+                    outbox.c.state == "pending",
+                    outbox.c.next_attempt_at <= now,
+                    sa.or_(outbox.c.locked_until.is_(None), outbox.c.locked_until < real_now),
+                    ~earlier_pending,
+                )
+                .order_by(outbox.c.next_attempt_at, outbox.c.id)
+                .limit(limit)
+            )
+            if self._skip_locked:
+                q = q.with_for_update(skip_locked=True)
+            rows = [_row_to_outbox(r._mapping) for r in conn.execute(q)]
+            if not rows:
+                return []
+            claimed = [_outbox_with_token(r, new_token()) for r in rows]
+            conn.execute(
+                outbox.update()
+                .where(outbox.c.id == sa.bindparam("b_id"))
+                .values(locked_until=until, lease_token=sa.bindparam("lease_token")),
+                [{"b_id": r.id, "lease_token": r.lease_token} for r in claimed],
+            )
+            return claimed
+
+        return await self._run(work)
+
+    async def redeliver_failed(
+        self, flt: OrderFilter, *, now: datetime, dry_run: bool = False
+    ) -> tuple[int, int]:
+        """Queue again every ``failed`` notification of the orders ``flt`` matches.
+
+        Same effect per row as :meth:`redeliver`; returns ``(matched, changed)``.
+        """
+
+        def work(conn: Connection) -> tuple[int, int]:
+            q = (
+                select(outbox.c.id)
+                .select_from(outbox.join(orders, orders.c.id == outbox.c.order_id))
+                .where(outbox.c.state == "failed", *_filter_conditions(flt))
+            )
+            ids = [r.id for r in conn.execute(q)]
+            if dry_run or not ids:
+                return len(ids), 0
+            changed = 0
+            for chunk in _chunks(ids, 500):
+                changed += conn.execute(
+                    outbox.update()
+                    .where(outbox.c.id.in_(chunk), outbox.c.state == "failed")
+                    .values(
+                        state="pending",
+                        next_attempt_at=now,
+                        locked_until=None,
+                        lease_token=None,
+                        delivered_at=None,
+                    )
+                ).rowcount
+            return len(ids), changed
+
+        return await self._run(work)
+
 
 def _outbox_params(order: Order, item: OutboxItem) -> dict[str, Any]:
     return {
@@ -900,21 +1022,29 @@ def _chunks(items: Sequence[T], size: int) -> Iterable[Sequence[T]]:
 
 
 def _setup_sqlite(engine: Engine) -> None:
-    """WAL, a busy timeout, and explicit transactions: IMMEDIATE for writes."""
+    """WAL, a busy timeout, explicit transactions (IMMEDIATE for writes), and an fsync on
+    commit only for durable transactions (see :meth:`SqlStore._run`)."""
 
     @event.listens_for(engine, "connect")
-    def _connect(dbapi_conn: Any, _record: Any) -> None:
+    def _connect(dbapi_conn: Any, record: Any) -> None:
         dbapi_conn.isolation_level = None  # let SQLAlchemy's begin event issue BEGIN
         cur = dbapi_conn.cursor()
         cur.execute("PRAGMA journal_mode=WAL")
-        cur.execute("PRAGMA synchronous=FULL")
+        cur.execute("PRAGMA synchronous=NORMAL")
         cur.execute("PRAGMA foreign_keys=ON")
         cur.execute("PRAGMA busy_timeout=30000")
         cur.close()
+        record.info["synchronous"] = "NORMAL"
 
     @event.listens_for(engine, "begin")
     def _begin(conn: Connection) -> None:
-        if conn.get_execution_options().get("orderwatch_readonly"):
+        mode = conn.get_execution_options().get("orderwatch_mode", "write")
+        if mode == "read":
             conn.exec_driver_sql("BEGIN")
-        else:
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            return
+        wanted = "FULL" if mode == "durable" else "NORMAL"
+        info = conn.connection.info
+        if info.get("synchronous") != wanted:  # only outside a transaction, so here
+            conn.exec_driver_sql(f"PRAGMA synchronous={wanted}")
+            info["synchronous"] = wanted
+        conn.exec_driver_sql("BEGIN IMMEDIATE")

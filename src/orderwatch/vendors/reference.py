@@ -105,7 +105,7 @@ def interpret(
         return Abnormal("http_error", f"HTTP {http_status}: {_snippet(body)}", retry_after), None
     try:
         answer = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         return Abnormal("malformed", f"not JSON: {_snippet(body)}"), None
     if not isinstance(answer, dict):
         return Abnormal("malformed", "answer is not a JSON object"), None
@@ -115,7 +115,7 @@ def interpret(
     try:
         if not signing.verify(answer, secret, sign_type):
             return Abnormal("bad_signature", "answer signature missing or wrong"), code
-    except (TypeError, ValueError) as exc:  # e.g. a value json cannot write back
+    except (TypeError, ValueError, RecursionError) as exc:  # a value json cannot write back
         return Abnormal("bad_signature", f"answer cannot be canonicalised: {exc}"), code
     message = answer.get("message")
     if message is not None and not isinstance(message, str):

@@ -1,0 +1,164 @@
+"""Prometheus metrics, every name starting with ``orderwatch_``.
+
+Two kinds live here. Process-wide ones (:data:`REGISTRY`) are updated where things happen:
+the worker times each vendor call and counts each ending, whichever process it runs in,
+through the small functions below, which import nothing but ``prometheus_client`` (so the
+worker does not pull in the web framework). Database-wide ones (orders by status, due
+backlog, paused vendors) are read from the store when ``/metrics`` is scraped, so every
+API process reports the same numbers however many workers there are.
+
+>>> vendor_call("acme", "query", 0.120, "in_progress")
+>>> order_finished("FAILED", "VENDOR_FAILED")
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+
+__all__ = [
+    "REGISTRY",
+    "HttpMetrics",
+    "Snapshot",
+    "exposition",
+    "lateness",
+    "order_finished",
+    "vendor_call",
+]
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+"""What this process did (vendor calls, endings, lateness); not the database's totals."""
+
+_CALL_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+_LATENESS_BUCKETS = (0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 3600.0)
+
+VENDOR_CALL_SECONDS = Histogram(
+    "orderwatch_vendor_call_seconds",
+    "Latency of vendor calls (real seconds), by vendor and kind (place, query).",
+    ["vendor", "kind"],
+    buckets=_CALL_BUCKETS,
+    registry=REGISTRY,
+)
+VENDOR_CALLS = Counter(
+    "orderwatch_vendor_calls",
+    "Vendor calls by vendor, kind and outcome (accepted, rejected, delivered, abnormal, ...).",
+    ["vendor", "kind", "outcome"],
+    registry=REGISTRY,
+)
+ORDER_OUTCOMES = Counter(
+    "orderwatch_order_outcomes",
+    "Orders this process ended, by final status and reason ('' for none).",
+    ["status", "reason"],
+    registry=REGISTRY,
+)
+LATENESS_SECONDS = Histogram(
+    "orderwatch_lateness_seconds",
+    "Real seconds between an order falling due (next_run_at) and a worker acting on it.",
+    buckets=_LATENESS_BUCKETS,
+    registry=REGISTRY,
+)
+
+
+def vendor_call(vendor: str, kind: str, seconds: float, outcome: str) -> None:
+    """One place-order or result query, as the worker saw it."""
+    VENDOR_CALL_SECONDS.labels(vendor, kind).observe(max(0.0, seconds))
+    VENDOR_CALLS.labels(vendor, kind, outcome).inc()
+
+
+def order_finished(status: str, reason: str | None) -> None:
+    """An order reached a final status (written back, not discarded)."""
+    ORDER_OUTCOMES.labels(status, reason or "").inc()
+
+
+def lateness(real_seconds: float) -> None:
+    """How late a due order was picked up, in real seconds (negative counts as 0)."""
+    LATENESS_SECONDS.observe(max(0.0, real_seconds))
+
+
+# ---------------------------------------------------------------- per app
+
+
+class HttpMetrics:
+    """Requests served by one API app, in its own registry (tests build many apps)."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.requests = Counter(
+            "orderwatch_http_requests",
+            "HTTP requests by method, route template and status code.",
+            ["method", "route", "status"],
+            registry=registry,
+        )
+        self.seconds = Histogram(
+            "orderwatch_http_request_seconds",
+            "HTTP request latency by route template (real seconds).",
+            ["route"],
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+            registry=registry,
+        )
+
+    def observe(self, method: str, route: str, status: int, seconds: float) -> None:
+        self.requests.labels(method, route, str(status)).inc()
+        self.seconds.labels(route).observe(seconds)
+
+
+@dataclass
+class Snapshot:
+    """What the database says at scrape time; rendered as gauges."""
+
+    by_status: Mapping[str, int] = field(default_factory=dict)
+    by_vendor: Mapping[str, Mapping[str, int]] = field(default_factory=dict)
+    by_reason: Mapping[str, int] = field(default_factory=dict)
+    due: int = 0
+    paused: Iterable[str] = ()
+    ready: bool = True
+
+    def collect(self) -> Iterable[Metric]:
+        orders = GaugeMetricFamily(
+            "orderwatch_orders",
+            "Orders in the database by vendor and status.",
+            labels=["vendor", "status"],
+        )
+        for vendor, per in sorted(self.by_vendor.items()):
+            for status, n in sorted(per.items()):
+                orders.add_metric([vendor, status], n)
+        yield orders
+        failed = GaugeMetricFamily(
+            "orderwatch_failed_orders",
+            "FAILED orders in the database by reason.",
+            labels=["reason"],
+        )
+        for reason, n in sorted(self.by_reason.items()):
+            failed.add_metric([reason], n)
+        yield failed
+        yield GaugeMetricFamily(
+            "orderwatch_due_orders",
+            "Open orders whose next_run_at has passed (the backlog workers have to claim).",
+            value=self.due,
+        )
+        paused = GaugeMetricFamily(
+            "orderwatch_vendor_paused", "1 for each paused vendor.", labels=["vendor"]
+        )
+        for vendor in sorted(self.paused):
+            paused.add_metric([vendor], 1)
+        yield paused
+
+
+def exposition(app_registry: CollectorRegistry, snapshot: Snapshot) -> bytes:
+    """Prometheus text: the database snapshot, this app's HTTP metrics, the process's."""
+    return (
+        generate_latest(_SnapshotRegistry(snapshot))
+        + generate_latest(app_registry)
+        + generate_latest(REGISTRY)
+    )
+
+
+class _SnapshotRegistry(CollectorRegistry):
+    def __init__(self, snapshot: Snapshot) -> None:
+        super().__init__(auto_describe=False)
+        self._snapshot = snapshot
+
+    def collect(self) -> Iterable[Metric]:
+        return self._snapshot.collect()
