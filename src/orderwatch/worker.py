@@ -131,11 +131,16 @@ class Worker:
     # ------------------------------------------------------------------ loops
 
     async def run(self, *, burst: bool = False) -> WorkerStats:
-        renewer = asyncio.create_task(self._renew_leases())
+        helpers = [
+            asyncio.create_task(self._renew_leases()),
+            asyncio.create_task(self.store.listen(self.wake)),  # PostgreSQL LISTEN/NOTIFY
+        ]
         try:
             await self._loop(burst)
         finally:
-            renewer.cancel()
+            for task in helpers:
+                task.cancel()
+            await asyncio.gather(*helpers, return_exceptions=True)
             await self._shutdown()
         return self.stats
 

@@ -6,7 +6,8 @@ when their backends land. Each test uses a fresh database.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -15,6 +16,7 @@ import pytest
 import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
+from tests.support.databases import KINDS, drop_templates, fresh_database
 
 from orderwatch import lifecycle
 from orderwatch.errors import Conflict
@@ -41,12 +43,21 @@ def new_order(no: str, **changes: object) -> NewOrder:
     return replace(base, **changes)  # type: ignore[arg-type]
 
 
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SqlStore]:
-    s = SqlStore(f"sqlite:///{tmp_path}/contract.db")
-    await s.ensure_schema(auto_upgrade=True)
-    yield s
-    await s.close()
+@pytest.fixture(params=KINDS)
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[SqlStore]:
+    with fresh_database(request.param, tmp_path) as url:
+        s = SqlStore(url)
+        try:
+            await s.ensure_schema(auto_upgrade=True)
+            yield s
+        finally:
+            await s.close()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _drop_templates() -> Iterator[None]:
+    yield
+    drop_templates()
 
 
 async def claim(
@@ -291,3 +302,55 @@ async def test_skipped_notifications_are_not_delivered(store: SqlStore) -> None:
     assert await store.claim_outbox(now=NOW, real_now=NOW, limit=10, lease=60) == []
     (row,) = await store.list_outbox(order.id)
     assert row.state == "skipped"
+
+
+# ---------------------------------------------------------------- housekeeping
+
+
+async def test_prune_keeps_a_tombstone_so_the_order_no_stays_taken(store: SqlStore) -> None:
+    await store.insert_orders([new_order("OLD"), new_order("OPEN")], now=NOW)
+    old, _ = await claim(store)
+    assert old.order_no == "OLD"
+    await store.apply([Write(finish(old, NOW), old.lease_token, OutboxItem("order.failed", "{}"))])
+    later = NOW + timedelta(days=40)
+    assert await store.prune(finished_before=later - timedelta(days=30), now=later) == 1
+    assert await store.get_order("OLD") is None
+    assert await store.get_order("OPEN") is not None  # never prunes an open order
+    assert await store.prune(finished_before=later, now=later) == 0
+    with pytest.raises(Conflict, match="pruned"):
+        await store.insert_orders([new_order("OLD")], now=later)
+
+
+async def test_pause_hides_a_vendors_orders_from_claims(store: SqlStore) -> None:
+    await store.insert_orders([new_order("A1"), new_order("B1", vendor="beta")], now=NOW)
+    assert await store.pause_vendor("acme", now=NOW, actor="op", note="vendor asked") is True
+    assert await store.pause_vendor("acme", now=NOW, actor="op", note=None) is False
+    assert [o.order_no for o in await claim(store)] == ["B1"]
+    assert await store.next_due_at(real_now=NOW) is None
+    assert await store.resume_vendor("acme") is True
+    assert [o.order_no for o in await claim(store)] == ["A1"]
+
+
+async def test_concurrent_upgrades_do_not_collide(store: SqlStore) -> None:
+    others = [SqlStore(store.url) for _ in range(3)]
+    try:
+        await asyncio.gather(*(s.upgrade() for s in others))
+        await store.ensure_schema(auto_upgrade=False)
+    finally:
+        for s in others:
+            await s.close()
+
+
+async def test_listen_wakes_on_new_orders_on_postgresql(store: SqlStore) -> None:
+    if store.dialect != "postgresql":
+        pytest.skip("LISTEN/NOTIFY is PostgreSQL's; other databases sleep until due")
+    woken = asyncio.Event()
+    listener = asyncio.create_task(store.listen(woken.set))
+    try:
+        await asyncio.wait_for(woken.wait(), 5)  # the first wake after LISTEN
+        woken.clear()
+        await store.insert_orders([new_order("N1")], now=NOW)
+        await asyncio.wait_for(woken.wait(), 5)
+    finally:
+        listener.cancel()
+        await asyncio.gather(listener, return_exceptions=True)

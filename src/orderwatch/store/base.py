@@ -158,6 +158,12 @@ class Store(Protocol):
     async def redeliver(self, order_no: str, outbox_id: int, *, now: datetime) -> OutboxRow:
         """Queue one notification again (an operator's redeliver)."""
 
+    async def listen(self, wake: Callable[[], None]) -> None:
+        """Call ``wake`` when new work is committed elsewhere; runs until cancelled."""
+
+    async def prune(self, *, finished_before: datetime, now: datetime, limit: int = 10_000
+                    ) -> int: ...
+
     async def close(self) -> None: ...
 
     async def claim_outbox_ordered(

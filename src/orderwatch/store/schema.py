@@ -158,4 +158,14 @@ vendor_pauses = Table(
     Column("note", Text),
 )
 
+order_tombstones = Table(
+    "order_tombstones",
+    metadata,
+    Column("order_no", String(64), primary_key=True),
+    Column("status", String(16), nullable=False),
+    Column("reason", String(32)),
+    Column("finished_at", UTCDateTime(), nullable=False),
+    Column("pruned_at", UTCDateTime(), nullable=False),
+)
+
 ORDER_COLUMNS = tuple(c.name for c in orders.columns)

@@ -37,7 +37,7 @@ from .base import (
     OutboxRow,
     Write,
 )
-from .schema import order_events, orders, outbox, vendor_pauses
+from .schema import order_events, order_tombstones, orders, outbox, vendor_pauses
 
 T = TypeVar("T")
 
@@ -241,6 +241,8 @@ _UPDATE_KEEP = (
         }
     )
 )
+NOTIFY_CHANNEL = "orderwatch_due"
+
 _NOT_PAUSED = orders.c.vendor.not_in(select(vendor_pauses.c.vendor).scalar_subquery())
 
 _ACTION_UPDATE = (
@@ -373,6 +375,20 @@ class SqlStore:
             for some in _chunks(numbers, 500):
                 for found in conn.execute(select(orders).where(orders.c.order_no.in_(some))):
                     existing[found.order_no] = found._mapping
+            pruned: dict[str, str] = {}
+            for some in _chunks([n for n in numbers if n not in existing], 500):
+                for t in conn.execute(
+                    select(order_tombstones.c.order_no, order_tombstones.c.status).where(
+                        order_tombstones.c.order_no.in_(some)
+                    )
+                ):
+                    pruned[t.order_no] = t.status
+            if pruned:
+                text = ", ".join(f"{no} ({status})" for no, status in sorted(pruned.items()))
+                raise Conflict(
+                    f"order_no already used by orders that ended and were pruned: {text}",
+                    fields=["order_no"],
+                )
             conflicts = []
             same: list[Order] = []
             fresh: list[tuple[NewOrder, str]] = []
@@ -449,6 +465,7 @@ class SqlStore:
                     for r in conn.execute(select(orders).where(orders.c.id.in_(id_chunk)))
                 )
             created.sort(key=lambda o: o.id)
+            self._notify_due(conn)
             return InsertResult(created, same)
 
         return await self._run(work, durable=True)
@@ -676,6 +693,73 @@ class SqlStore:
 
         return await self._run(work, write=False)
 
+    # ------------------------------------------------------------------ waking workers
+
+    def _notify_due(self, conn: Connection) -> None:
+        """PostgreSQL: tell listening workers, at commit, that work may be due now."""
+        if self.dialect == "postgresql":
+            conn.execute(sa.text("SELECT pg_notify(:channel, '')"), {"channel": NOTIFY_CHANNEL})
+
+    async def listen(self, wake: Callable[[], None]) -> None:
+        """Call ``wake`` whenever new or reopened orders are committed (PostgreSQL).
+
+        Runs until cancelled, reconnecting with backoff. Other databases have no such
+        signal; workers there sleep until the next due time, bounded, instead.
+        """
+        if self.dialect != "postgresql":
+            await asyncio.Event().wait()
+            return
+        import psycopg
+
+        url = engine_url(self.url).set(drivername="postgresql")
+        dsn = url.render_as_string(hide_password=False)
+        delay = 0.5
+        while True:
+            try:
+                async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
+                    await conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
+                    delay = 0.5
+                    wake()  # anything committed while we were not listening
+                    async for _ in conn.notifies():
+                        wake()
+            except psycopg.Error:
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
+
+    # ------------------------------------------------------------------ housekeeping
+
+    async def prune(self, *, finished_before: datetime, now: datetime, limit: int = 10_000
+                    ) -> int:
+        """Delete final orders last changed before ``finished_before``, with their events
+        and notifications, keeping a tombstone so their order_no is never taken again."""
+
+        def work(conn: Connection) -> int:
+            rows = conn.execute(
+                select(orders.c.id, orders.c.order_no, orders.c.status, orders.c.reason,
+                       orders.c.updated_at)
+                .where(
+                    orders.c.status.in_([Status.SUCCEEDED.value, Status.FAILED.value]),
+                    orders.c.updated_at < finished_before,
+                )
+                .order_by(orders.c.id)
+                .limit(limit)
+            ).all()
+            if not rows:
+                return 0
+            conn.execute(
+                order_tombstones.insert(),
+                [{"order_no": r.order_no, "status": r.status, "reason": r.reason,
+                  "finished_at": r.updated_at, "pruned_at": now} for r in rows],
+            )
+            ids = [r.id for r in rows]
+            for some in _chunks(ids, 500):
+                conn.execute(order_events.delete().where(order_events.c.order_id.in_(some)))
+                conn.execute(outbox.delete().where(outbox.c.order_id.in_(some)))
+                conn.execute(orders.delete().where(orders.c.id.in_(some)))
+            return len(rows)
+
+        return await self._run(work, durable=True)
+
     # ------------------------------------------------------------------ operator actions
 
     async def change_order(
@@ -713,6 +797,8 @@ class SqlStore:
             item = outbox_item(transition)
             if item is not None:
                 conn.execute(outbox.insert(), [_outbox_params(after, item)])
+            if after.next_run_at is not None:
+                self._notify_due(conn)
             return _with_lease(after, token, after.takeovers), extra
 
         return await self._run(work, durable=True)
