@@ -63,7 +63,8 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a t
 Exit = typer.Exit
 
 
-def _load(config: Path | None) -> Loaded:
+def _load(config: Path | None, *, remote: bool = True) -> Loaded:
+    """defaults < file < env, then (``remote``) the config center's data id on top."""
     try:
         loaded = load_settings(config)
     except ConfigError as exc:
@@ -73,6 +74,18 @@ def _load(config: Path | None) -> Loaded:
         raise Exit(2) from None
     log = loaded.settings.log
     configure_logging(log.level, log.format)
+    if remote and loaded.settings.config_center is not None:
+        from .config_center import load_initial
+
+        try:
+            loaded = asyncio.run(load_initial(loaded))
+        except ConfigError as exc:
+            err.print("[red]configuration error[/red] (config center):")
+            for problem in exc.problems:
+                err.print(f"  {problem}", markup=False, highlight=False)
+            raise Exit(2) from None
+        log = loaded.settings.log
+        configure_logging(log.level, log.format)
     return loaded
 
 
@@ -289,6 +302,7 @@ def api(config: ConfigOpt = None, listen: ListenOpt = None) -> None:
 
 async def _serve_api(loaded: Loaded, listen: str | None) -> None:
     from .api.server import make_server
+    from .config_center import watch_config
     from .service import Service
 
     service = await Service.open(loaded)
@@ -297,7 +311,8 @@ async def _serve_api(loaded: Loaded, listen: str | None) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, server.stop)
-        await server.run_bound()
+        async with watch_config(service.settings, loaded):
+            await server.run_bound()
     finally:
         await service.close()
 
@@ -320,6 +335,7 @@ async def _serve(
     api: bool = False,
     listen: str | None = None,
 ) -> None:
+    from .config_center import watch_config
     from .log import get_logger
     from .service import Service
 
@@ -355,7 +371,8 @@ async def _serve(
             tasks.append(asyncio.create_task(d.run()))
         if server is not None:
             tasks.append(asyncio.create_task(server.run_bound()))
-        await asyncio.gather(*tasks)
+        async with watch_config(service.settings, loaded):
+            await asyncio.gather(*tasks)
         s = w.stats
         log.info(
             "worker_stopped",
@@ -533,6 +550,40 @@ def db_upgrade(config: ConfigOpt = None) -> None:
     out.print("database schema is current")
 
 
+@db_app.command("prune")
+def db_prune(
+    older_than: Annotated[str, typer.Option(help="Prune final orders unchanged for this long, "
+                                            "e.g. 90d.")],
+    config: ConfigOpt = None,
+) -> None:
+    """Delete old final orders with their timelines, keeping a tombstone of each order_no."""
+    from .clock import SystemClock
+    from .settings import parse_duration
+    from .store.sql import SqlStore
+
+    try:
+        age = parse_duration(older_than)
+    except ValueError as exc:
+        err.print(f"[red]--older-than:[/red] {exc}")
+        raise Exit(2) from None
+    loaded = _load(config)
+
+    async def go() -> int:
+        store = SqlStore(loaded.settings.database.url)
+        try:
+            await store.ensure_schema(auto_upgrade=store.dialect == "sqlite")
+            now = SystemClock().now()
+            total = 0
+            while n := await store.prune(finished_before=now - age, now=now):
+                total += n
+            return total
+        finally:
+            await store.close()
+
+    pruned = _run(go())
+    out.print(f"pruned {pruned} final orders older than {older_than}; their order_no stay taken")
+
+
 @config_app.command("show")
 def config_show(config: ConfigOpt = None) -> None:
     """Print every key in force as `dotted.key = value  (source)`, secrets masked."""
@@ -543,8 +594,8 @@ def config_show(config: ConfigOpt = None) -> None:
 
 @config_app.command("check")
 def config_check(file: Annotated[Path, typer.Argument(help="orderwatch.toml to check.")]) -> None:
-    """Validate a config file without starting anything."""
-    _load(file)
+    """Validate a config file without starting anything (the config center is not read)."""
+    _load(file, remote=False)
     out.print(f"{file}: ok")
 
 

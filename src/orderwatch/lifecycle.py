@@ -42,6 +42,10 @@ from .statuses import Reason, Status
 
 SHIPPED = "SHIPPED"
 
+#: Vendor codes that refuse the request itself (malformed, bad signature, unknown merchant)
+#: rather than the order: the vendor has not recorded it, so a retry may place it again.
+REQUEST_REFUSED = frozenset({"E400", "E401"})
+
 
 @dataclass(frozen=True, slots=True)
 class Policy:
@@ -302,14 +306,18 @@ def after_place(
         return Transition(after, (event,))
 
     if isinstance(outcome, Rejected):
+        description = f"{outcome.code} {outcome.message}".strip()
+        if outcome.code in REQUEST_REFUSED:
+            description += " (the vendor refused the request itself; check the vendor config)"
         return _finish(
             order,
             status=Status.FAILED,
             reason=Reason.PLACE_REJECTED,
-            description=f"{outcome.code} {outcome.message}".strip(),
+            description=description,
             now=now,
             kind="place_rejected",
             exchange=exchange,
+            vendor_status=outcome.code,  # the refusal code, which decides if retry may place
         )
 
     # No valid answer: the vendor may or may not have the order.
@@ -540,13 +548,18 @@ def retry(
     """
     if order.status is not Status.FAILED or order.reason is None:
         raise ActionRefused(f"retry needs a FAILED order; {order.order_no} is {order.status}")
-    if order.reason is Reason.PLACE_REJECTED:
+    request_refused = (
+        order.reason is Reason.PLACE_REJECTED and order.vendor_status in REQUEST_REFUSED
+    )
+    if order.reason is Reason.PLACE_REJECTED and not request_refused:
         raise ActionRefused(
             "retry of PLACE_REJECTED is refused: the vendor answers the same order_no with "
             "its first answer again"
         )
-    if order.reason in RETRY_PLACE or (
-        order.reason is Reason.INVALID_STATE and order.placements == 0
+    if (
+        order.reason in RETRY_PLACE
+        or request_refused
+        or (order.reason is Reason.INVALID_STATE and order.placements == 0)
     ):
         mode, status = "place", Status.PENDING
     elif order.reason in RETRY_POLL:

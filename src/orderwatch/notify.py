@@ -419,11 +419,17 @@ def deliverer_for(
     channel: Channel | None = None,
     **kwargs: Any,
 ) -> Deliverer:
-    """A deliverer for the configured channel, following ``[notify]`` reloads."""
+    """A deliverer for the configured channel; its retry policy follows ``[notify]`` reloads.
+
+    Rows in flight default to the channel's own concurrency limit, so that a claimed row
+    does not sit behind the limit while its lease runs.
+    """
+    channel = channel or build_channel(settings.current.notify, clock=clock)
+    kwargs.setdefault("concurrency", getattr(channel, "concurrency", 64))
     return Deliverer(
         store,
         clock=clock,
-        channel=channel or build_channel(settings.current.notify, clock=clock),
+        channel=channel,
         policy=lambda: RetryPolicy.from_settings(settings.current.notify),
         **kwargs,
     )

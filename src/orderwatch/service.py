@@ -20,7 +20,7 @@ from .clock import Clock, SystemClock
 from .errors import OrderNotFound
 from .intake import parse_import, validate_order
 from .lifecycle import Event, Transition
-from .notify import Channel, Deliverer
+from .notify import Channel, Deliverer, deliverer_for
 from .order import NewOrder, Order
 from .settings import Loaded, SettingsHolder
 from .statuses import Status
@@ -113,8 +113,15 @@ class Service:
         rng = kwargs.pop("rng", None) or random.Random()
         return Worker(self.store, self.settings, clock=self.clock, rng=rng, **kwargs)
 
-    def deliverer(self, channel: Channel | None = None) -> Deliverer:
-        return Deliverer(self.store, clock=self.clock, channel=channel)
+    def deliverer(self, channel: Channel | None = None, **kwargs: Any) -> Deliverer:
+        """The outbox deliverer; its channel follows ``[notify]`` (log without a URL)."""
+        return deliverer_for(self.store, self.settings, clock=self.clock, channel=channel,
+                             **kwargs)
+
+    async def redeliver_failed(self, flt: OrderFilter, *, dry_run: bool = False
+                               ) -> tuple[int, int]:
+        """Queue every failed notification of the filter's orders again: (matched, changed)."""
+        return await self.store.redeliver_failed(flt, now=self.clock.now(), dry_run=dry_run)
 
     @property
     def actions(self) -> Actions:

@@ -1,19 +1,22 @@
 """Factories for integration tests: a real simulator, a real SQLite file, real workers.
 
-Every factory closes what it opened, in the right order: workers' HTTP sessions first, then
-the databases, then the simulators (which also releases any request still hanging there).
+Every factory closes what it opened. Request them as make_simulator, make_service,
+make_worker and pytest tears them down in reverse: workers' HTTP sessions first, then the
+databases, then the simulators (which also releases any request still hanging there).
 Schedule time comes from a :class:`~orderwatch.clock.ManualClock` shared by the simulator
 and the service; :func:`drive` moves it from one due time to the next.
 """
 
 from __future__ import annotations
 
+import contextlib
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 import pytest
+from tests.support.databases import fresh_database
 
 from orderwatch.clock import Clock, ManualClock
 from orderwatch.order import Order
@@ -60,13 +63,21 @@ async def make_simulator() -> AsyncIterator[MakeSimulator]:
 
 
 @pytest.fixture
-async def make_service(tmp_path: Path) -> AsyncIterator[MakeService]:
+def db_kind() -> str:
+    """The database under test; test modules that run on every database override it."""
+    return "sqlite"
+
+
+@pytest.fixture
+async def make_service(tmp_path: Path, db_kind: str) -> AsyncIterator[MakeService]:
     """``await make_service(sim.base_url, clock, polling={...})`` → a Service on a fresh file.
 
     Polling defaults to the documented schedule with ``jitter = 0`` so that due times are
     exact; ``vendor``, ``worker`` and ``notify`` merge into their sections.
     """
     opened: list[Service] = []
+    databases = contextlib.ExitStack()
+    urls: dict[str, str] = {}
 
     async def factory(
         base_url: str,
@@ -79,8 +90,13 @@ async def make_service(tmp_path: Path) -> AsyncIterator[MakeService]:
         db_name: str | None = None,
     ) -> Service:
         name = db_name or f"ow{len(opened)}.db"
+        if name not in urls:
+            if db_kind == "sqlite":
+                urls[name] = f"sqlite:///{tmp_path / name}"
+            else:
+                urls[name] = databases.enter_context(fresh_database(db_kind, tmp_path))
         overrides: dict[str, Any] = {
-            "database": {"url": f"sqlite:///{tmp_path / name}"},
+            "database": {"url": urls[name]},
             "vendors": {
                 "acme": {
                     "base_url": base_url,
@@ -97,18 +113,19 @@ async def make_service(tmp_path: Path) -> AsyncIterator[MakeService]:
         if notify:
             overrides["notify"] = notify
         loaded = load_settings(None, env={}, overrides=overrides)
-        service = await Service.open(loaded, clock=clock)
+        service = await Service.open(loaded, clock=clock, auto_upgrade=True)
         opened.append(service)
         return service
 
     yield factory
     for service in reversed(opened):
         await service.close()
+    databases.close()
 
 
 @pytest.fixture
 async def make_worker() -> AsyncIterator[MakeWorker]:
-    """``make_worker(service)`` → ``service.worker(rng=Random(0))``, its sessions closed after."""
+    """``make_worker(service)`` → ``service.worker(rng=Random(0))``; its sessions closed after."""
     made: list[Worker] = []
 
     def factory(service: Service, **kwargs: Any) -> Worker:

@@ -1,4 +1,4 @@
-"""The whole pipeline over loopback: simulator (aiohttp) ⇄ reference adapter ⇄ worker ⇄ SQLite.
+"""The whole pipeline over loopback: simulator (aiohttp) ⇄ reference adapter ⇄ worker ⇄ database.
 
 Each test sets the simulated vendor up to behave one way, runs a real worker against it on a
 shared manual clock, and checks what an operator would: the final status and reason, the
@@ -13,27 +13,39 @@ import asyncio
 import json
 import random
 import re
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
+from tests.support.databases import KINDS
 
 from orderwatch import lifecycle
 from orderwatch.clock import CompressedClock, ManualClock
-from orderwatch.demo import make_orders, simulator_config
+from orderwatch.demo import make_orders, run_demo, simulator_config
 from orderwatch.errors import Conflict
 from orderwatch.order import NewOrder, Order, Recipient
 from orderwatch.service import OrderDetail, Service
 from orderwatch.simulator import Simulator
 from orderwatch.statuses import Reason, Status
 from orderwatch.store.base import OrderFilter, Write
+from orderwatch.vendors.reference import ReferenceAdapter
 from orderwatch.worker import Worker
 
 SECRET = "s3cret"  # the vendor secret the conftest factories configure
 MINUTE = 60.0
 HOUR = 3600.0
+
+
+@pytest.fixture(params=KINDS)
+def db_kind(request: pytest.FixtureRequest) -> str:
+    """Every behaviour on SQLite, PostgreSQL and MariaDB (DESIGN §6)."""
+    return str(request.param)
+
 
 MakeSimulator = Callable[..., Awaitable[Simulator]]
 MakeService = Callable[..., Awaitable[Service]]
@@ -64,14 +76,15 @@ class World:
     worker: Worker
     drive_fn: Drive
 
+    async def burst(self) -> None:
+        await self.worker.run(burst=True)
+
     async def submit(self, order_no: str, **changes: Any) -> None:
         result = await self.service.submit([new_order(order_no, **changes)], actor="test")
         assert [o.order_no for o in result.created] == [order_no]
 
     async def drive(self, *order_nos: str, max_rounds: int = 60) -> None:
-        await self.drive_fn(
-            self.service, self.worker, self.clock, order_nos, max_rounds=max_rounds
-        )
+        await self.drive_fn(self.service, self.worker, self.clock, order_nos, max_rounds=max_rounds)
 
     async def detail(self, order_no: str) -> OrderDetail:
         return await self.service.get(order_no)
@@ -109,8 +122,15 @@ def exchanges(detail: OrderDetail) -> list[lifecycle.Event]:
     return [e for e in detail.events if e.outcome is not None]
 
 
-def check_timeline(detail: OrderDetail, sim: Simulator, *, maintenance_answers: int = 0) -> None:
-    """What every order's record must show, whatever its fate."""
+def check_timeline(
+    detail: OrderDetail, sim: Simulator, *, maintenance_answers: int | None = 0
+) -> None:
+    """What every order's record must show, whatever its fate.
+
+    ``maintenance_answers`` None (a noisy mixed run) checks the vendor's request counts as
+    upper bounds only: a maintenance answer or a refused connection never reaches the
+    vendor's counters, so the order may have sent more than the vendor counted.
+    """
     order = detail.order
     events = detail.events
     # One event per vendor exchange, each with its outcome and its real latency.
@@ -118,11 +138,15 @@ def check_timeline(detail: OrderDetail, sim: Simulator, *, maintenance_answers: 
     for e in exchanges(detail):
         assert e.latency_ms is not None
         assert e.latency_ms > 0, e
-        if e.outcome != "abnormal:timeout":
+        if e.outcome not in ("abnormal:timeout", "abnormal:network"):
             assert e.http_status is not None, e
     # The vendor saw exactly what the order's counters say it was sent.
-    assert sim.place_requests[order.order_no] == order.placements
-    assert sim.query_requests[order.order_no] + maintenance_answers == order.queries
+    if maintenance_answers is None:
+        assert sim.place_requests[order.order_no] <= order.placements
+        assert sim.query_requests[order.order_no] <= order.queries
+    else:
+        assert sim.place_requests[order.order_no] == order.placements
+        assert sim.query_requests[order.order_no] + maintenance_answers == order.queries
     # The status changes chain from creation to the status stored on the order.
     assert events[0].kind == "created"
     assert events[0].to_status is Status.PENDING
@@ -247,7 +271,7 @@ async def test_unpaid_order_waits_for_the_payment_grace(make_world: MakeWorld) -
     w = await make_world(polling={"payment_grace": "30m"})
     created = w.clock.now()
     await w.submit("R1", payment_status="UNPAID")
-    await w.worker.run(burst=True)
+    await w.burst()
 
     d = await w.detail("R1")
     assert d.order.status is Status.PENDING
@@ -275,7 +299,7 @@ async def test_lost_place_answer_is_reconciled_not_placed_again(make_world: Make
     )
     placed = w.clock.now()
     await w.submit("R1")
-    await w.worker.run(burst=True)
+    await w.burst()
 
     d = await w.detail("R1")
     assert d.order.status is Status.SENT
@@ -324,7 +348,7 @@ async def test_on_place_unknown_fail_ends_at_once(make_world: MakeWorld) -> None
         polling={"on_place_unknown": "fail"},
     )
     await w.submit("R1")
-    await w.worker.run(burst=True)
+    await w.burst()
 
     d = await w.detail("R1")
     assert (d.order.status, d.order.reason) == (Status.FAILED, Reason.PLACE_UNREACHABLE)
@@ -340,9 +364,7 @@ async def test_on_place_unknown_fail_ends_at_once(make_world: MakeWorld) -> None
 
 
 @pytest.mark.parametrize("style", ["http", "code"])
-async def test_maintenance_window_defers_the_next_query(
-    make_world: MakeWorld, style: str
-) -> None:
+async def test_maintenance_window_defers_the_next_query(make_world: MakeWorld, style: str) -> None:
     window = (5 * MINUTE, 5 * MINUTE + 3 * HOUR)
     w = await make_world(
         sim={
@@ -375,14 +397,14 @@ async def test_maintenance_window_defers_the_next_query(
 async def test_garbage_answer_is_abnormal_then_polling_goes_on(make_world: MakeWorld) -> None:
     w = await make_world(sim={"delivery_min": HOUR, "delivery_max": HOUR})
     await w.submit("R1")
-    await w.worker.run(burst=True)
+    await w.burst()
     assert (await w.detail("R1")).order.status is Status.ORDERED
 
     w.sim.configure(garbage_rate=1.0)
     order = (await w.detail("R1")).order
     assert order.next_run_at is not None
     w.clock.set(order.next_run_at)
-    await w.worker.run(burst=True)
+    await w.burst()
     d = await w.detail("R1")
     assert d.order.status is Status.ORDERED
     assert (d.order.queries, d.order.abnormal) == (1, 1)
@@ -408,7 +430,7 @@ async def test_badly_signed_answers_never_succeed(make_world: MakeWorld, from_pl
     if from_place:
         w.sim.configure(bad_sign_rate=1.0)
     await w.submit("R1")
-    await w.worker.run(burst=True)
+    await w.burst()
     w.sim.configure(bad_sign_rate=1.0)
     await w.drive("R1")
 
@@ -488,7 +510,7 @@ async def test_late_order_ends_at_the_deadline(make_world: MakeWorld) -> None:
 
 
 async def test_intake_is_idempotent_on_order_no(make_world: MakeWorld) -> None:
-    w = await make_world()
+    w = await make_world(sim={"delivery_min": HOUR, "delivery_max": HOUR})
     first = await w.service.submit([new_order("R1")])
     again = await w.service.submit([new_order("R1")])
     assert [o.order_no for o in first.created] == ["R1"]
@@ -512,6 +534,47 @@ async def test_intake_is_idempotent_on_order_no(make_world: MakeWorld) -> None:
     assert w.sim.place_requests["R1"] == 1
 
 
+@pytest.mark.parametrize("mode", ["reconcile", "fail"])
+async def test_order_left_sent_by_a_dead_worker(make_world: MakeWorld, mode: str) -> None:
+    """A worker committed SENT, its place-order reached the vendor, and it died."""
+    w = await make_world(
+        sim={"delivery_min": HOUR, "delivery_max": HOUR},
+        polling={"on_place_unknown": mode},
+    )
+    await w.submit("R1")
+    store, clock = w.service.store, w.clock
+    [claimed] = await store.claim_due(
+        now=clock.now(), real_now=clock.real(), limit=1, worker_id="w-dead", lease=60
+    )
+    sent = lifecycle.mark_sent(claimed, clock.now(), actor="w-dead")
+    assert await store.apply([Write(sent, claimed.lease_token, release=False)]) == {claimed.id}
+    adapter = ReferenceAdapter("acme", w.service.settings.current.vendors["acme"], clock=clock)
+    try:
+        lost = await adapter.place(sent.order)  # the answer dies with the worker
+    finally:
+        await adapter.close()
+    assert lost.outcome_name == "accepted"
+
+    await w.burst()  # the lease is still live: nobody touches the order
+    assert (await w.detail("R1")).order.status is Status.SENT
+    clock.real_offset = timedelta(seconds=61)
+    await w.drive("R1")
+
+    d = await w.detail("R1")
+    kinds = [e.kind for e in d.events]
+    assert kinds[:3] == ["created", "sent", "takeover"]
+    assert d.order.takeovers == 1
+    assert w.sim.place_requests["R1"] == 1
+    if mode == "reconcile":
+        assert d.order.status is Status.SUCCEEDED
+        assert "reconciled" in kinds
+    else:
+        assert (d.order.status, d.order.reason) == (Status.FAILED, Reason.PLACE_UNREACHABLE)
+        assert "found SENT" in (d.order.description or "")
+        assert d.order.queries == 0
+    assert [n.event_type for n in d.notifications][-1] in ("order.succeeded", "order.failed")
+
+
 async def test_write_with_an_expired_lease_is_discarded(make_world: MakeWorld) -> None:
     w = await make_world()
     await w.submit("R1")
@@ -520,9 +583,12 @@ async def test_write_with_an_expired_lease_is_discarded(make_world: MakeWorld) -
     [mine] = await store.claim_due(
         now=clock.now(), real_now=clock.real(), limit=10, worker_id="w-old", lease=1
     )
-    assert await store.claim_due(
-        now=clock.now(), real_now=clock.real(), limit=10, worker_id="w-new", lease=60
-    ) == [], "a live lease must not be claimed again"
+    assert (
+        await store.claim_due(
+            now=clock.now(), real_now=clock.real(), limit=10, worker_id="w-new", lease=60
+        )
+        == []
+    ), "a live lease must not be claimed again"
     clock.real_offset = timedelta(seconds=2)  # the old worker stalls past its lease
     [theirs] = await store.claim_due(
         now=clock.now(), real_now=clock.real(), limit=10, worker_id="w-new", lease=60
@@ -546,6 +612,46 @@ async def test_write_with_an_expired_lease_is_discarded(make_world: MakeWorld) -
     assert (await w.detail("R1")).order.status is Status.SENT
 
 
+async def test_burst_returns_promptly_once_the_work_is_done(make_world: MakeWorld) -> None:
+    w = await make_world(sim={"late_rate": 1.0})
+    await w.submit("R1")
+    await w.burst()
+    took = []
+    for queries in (1, 2, 3):
+        order = (await w.detail("R1")).order
+        assert order.next_run_at is not None
+        w.clock.set(order.next_run_at)
+        started = time.perf_counter()
+        await w.worker.run(burst=True)
+        took.append(time.perf_counter() - started)
+        assert (await w.detail("R1")).order.queries == queries
+    # One loopback query and two SQLite commits each; a second per round is the idle sleep.
+    assert max(took) < 0.5, took
+
+
+async def test_demo_closes_its_vendor_sessions(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sessions: list[aiohttp.ClientSession] = []
+    original = ReferenceAdapter._get_session
+
+    def spy(self: ReferenceAdapter) -> aiohttp.ClientSession:
+        session = original(self)
+        if session not in sessions:
+            sessions.append(session)
+        return session
+
+    monkeypatch.setattr(ReferenceAdapter, "_get_session", spy)
+    try:
+        result = await run_demo(orders=5, seed=1, speed=200_000, workdir=tmp_path)
+        assert result.active == 0
+        assert len(sessions) == 2  # acme and globex
+        assert [s.closed for s in sessions] == [True, True]
+    finally:
+        for s in sessions:  # do not leak them into the next test's warnings
+            await s.close()
+
+
 # ---------------------------------------------------------------------------- a mixed run
 
 
@@ -562,34 +668,44 @@ async def test_invariants_hold_over_a_mixed_campaign(
     await service.submit(orders)
     worker = make_worker(service, rng=random.Random(7))
     task = asyncio.create_task(worker.run())
+    started = time.monotonic()
     try:
-        async with asyncio.timeout(60):
-            while True:
-                await asyncio.sleep(0.2)
-                counts = await service.store.counts(now=clock.now())
-                if not any(counts.by_status.get(s.value) for s in (Status.PENDING, Status.SENT,
-                                                                   Status.ORDERED)):
-                    break
+        while True:
+            await asyncio.sleep(0.2)
+            counts = await service.store.counts(now=clock.now())
+            active = sum(counts.by_status.get(s.value, 0) for s in Status if not s.is_final)
+            if active == 0:
+                break
+            if time.monotonic() - started > 90:
+                pytest.fail(f"{active} orders still open after 90 s: {counts}")
     finally:
         worker.stop()
         await task
 
     reasons: set[Reason | None] = set()
+    in_doubt = []
     for new in orders:
         d = await service.get(new.order_no)
         o = d.order
-        assert o.status.is_final, (o.order_no, o.status, o.description)
+        try:
+            assert o.status.is_final, (o.status, o.description)
+            assert sim.place_requests[o.order_no] <= 1
+            assert o.takeovers == 0  # one live worker never takes over from itself
+            if o.payment_status == "UNPAID":
+                assert o.reason is Reason.UNPAID
+                assert sim.place_requests[o.order_no] == 0
+            check_timeline(d, sim, maintenance_answers=None)
+        except AssertionError as exc:
+            timeline = "\n".join(f"  {e}" for e in d.events)
+            raise AssertionError(f"order {o.order_no}: {exc}\n{o}\n{timeline}") from exc
         reasons.add(o.reason)
-        assert sim.place_requests[o.order_no] <= 1
-        assert sim.place_requests[o.order_no] == o.placements
-        if o.payment_status == "UNPAID":
-            assert o.reason is Reason.UNPAID
-            assert sim.place_requests[o.order_no] == 0
-        check_timeline(d, sim, maintenance_answers=o.queries - sim.query_requests[o.order_no])
-        assert o.queries >= sim.query_requests[o.order_no]
+        if any(e.kind == "place_unknown" for e in d.events):
+            in_doubt.append(o.order_no)
     counts = await service.store.counts(now=clock.now())
     assert sum(counts.by_status.values()) == 150
-    assert counts.by_status.get("SUCCEEDED", 0) > 100
-    # A mixed run, not a happy path: several different endings were exercised.
+    assert counts.by_status.get("SUCCEEDED", 0) > 100, counts
+    # A mixed run, not a happy path: several different endings were exercised ...
     assert len(reasons - {None}) >= 3, reasons
     assert sim.stats()["max_place_requests"] == 1
+    # ... including place-order answers lost on the way back (fates are fixed by the seed).
+    assert in_doubt, "no place-order answer was lost: the run did not test reconciling"

@@ -728,3 +728,21 @@ def test_every_status_and_outcome_ends_final_with_reason_or_waits_with_next_run(
             assert order.next_run_at is not None
             if t is not steps[0] or status is not Status.PENDING:  # mark_sent keeps it due
                 assert order.next_run_at >= NOW
+
+
+def test_request_refused_by_the_vendor_can_be_placed_again_by_an_operator() -> None:
+    """E401 (bad signature) means the vendor never recorded the order: retry places it."""
+    from orderwatch.lifecycle import ActionRefused, retry
+
+    rng = random.Random(0)
+    order = make_order(status=Status.SENT, placements=1)
+    refused = after_place(order, Exchange(Rejected("E401", "bad signature")), POLICY, NOW, rng)
+    assert refused.order.reason is Reason.PLACE_REJECTED
+    assert "check the vendor config" in (refused.order.description or "")
+    reopened, mode = retry(refused.order, NOW, actor="op")
+    assert mode == "place"
+    assert reopened.order.status is Status.PENDING
+
+    business = after_place(order, Exchange(Rejected("E101", "out of stock")), POLICY, NOW, rng)
+    with pytest.raises(ActionRefused):
+        retry(business.order, NOW, actor="op")

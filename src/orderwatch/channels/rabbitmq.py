@@ -75,6 +75,7 @@ class RabbitChannel:
         self._keys = parse_secrets(secrets) if secrets else []
         self._timeout = timeout
         self._wall = wall
+        self.concurrency = concurrency
         self._limit = asyncio.Semaphore(concurrency)
         self._lock = asyncio.Lock()
         self._connection: AbstractConnection | None = None
