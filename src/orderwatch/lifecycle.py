@@ -21,13 +21,13 @@ Rules that are easy to get wrong, in one place:
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from . import backoff
 from .errors import Conflict
-from .order import Order
+from .order import Order, evolve
 from .outcomes import (
     Abnormal,
     Accepted,
@@ -131,21 +131,25 @@ def _finish(
     detail: dict[str, Any] | None = None,
     extra_events: tuple[Event, ...] = (),
     actor: str | None = None,
+    via: Status | None = None,
     **changes: Any,
 ) -> Transition:
-    after = replace(
+    # ``via`` is a status the order passed through on the way (a reconciled SENT order is
+    # ORDERED before it ends): the final event starts from that one.
+    from_status = via or order.status
+    changes["updated_at"] = now
+    after = evolve(
         order,
         status=status,
         reason=reason,
         description=description,
         next_run_at=None,
-        updated_at=now,
         **changes,
     )
     event = Event(
         kind=kind,
         at=now,
-        from_status=order.status,
+        from_status=from_status,
         to_status=status,
         reason=reason,
         attempt=after.queries or None,
@@ -220,7 +224,7 @@ def _unpaid(order: Order, policy: Policy, now: datetime) -> Transition:
             now=now,
             kind="failed",
         )
-    after = replace(order, next_run_at=expires, updated_at=now, description="waiting for payment")
+    after = evolve(order, next_run_at=expires, updated_at=now, description="waiting for payment")
     event = Event(
         kind="payment_wait",
         at=now,
@@ -244,7 +248,7 @@ def _vendor_missing(order: Order, policy: Policy, now: datetime) -> Transition:
         )
     description = f"waiting: vendor {order.vendor!r} is not configured"
     wake = min(now + timedelta(seconds=policy.initial_interval), deadline_at(order, policy))
-    after = replace(order, next_run_at=wake, updated_at=now, description=description)
+    after = evolve(order, next_run_at=wake, updated_at=now, description=description)
     events: tuple[Event, ...] = ()
     if order.description != description:  # one event when the wait starts, not every check
         events = (
@@ -268,7 +272,7 @@ def mark_sent(
     before writing the answer back, the order is reconciled then, not at once, giving the
     vendor the same time to record it as after a lost answer.
     """
-    after = replace(
+    after = evolve(
         order,
         status=Status.SENT,
         placements=order.placements + 1,
@@ -289,13 +293,14 @@ def after_place(
     outcome = exchange.outcome
     fields = _exchange_fields(exchange)
     if isinstance(outcome, Accepted):
-        after = replace(
+        after = evolve(
             order,
             status=Status.ORDERED,
             vendor_order_id=outcome.vendor_order_id,
             placed_at=now,
-            next_run_at=min(now + timedelta(seconds=policy.initial_delay),
-                            deadline_at(order, policy)),
+            next_run_at=min(
+                now + timedelta(seconds=policy.initial_delay), deadline_at(order, policy)
+            ),
             unknown_streak=0,
             updated_at=now,
             description="vendor accepted the order",
@@ -338,7 +343,7 @@ def after_place(
     if isinstance(outcome, Abnormal) and outcome.retry_after and outcome.retry_after > wait:
         wait = outcome.retry_after
     next_run_at = min(now + timedelta(seconds=wait), deadline_at(order, policy))
-    after = replace(
+    after = evolve(
         order,
         abnormal=abnormal,
         next_run_at=next_run_at,
@@ -366,20 +371,19 @@ def after_query(
     order: Order, exchange: Exchange, policy: Policy, now: datetime, rng: random.Random
 ) -> Transition:
     """The answer to a result query, for an ORDERED order or a SENT one being reconciled."""
+    # One copy of the order at the end: the changes are gathered first (this runs once per
+    # vendor call, so copies matter).
     outcome = exchange.outcome
-    fields = _exchange_fields(exchange)
     queries = order.queries + 1
     reconciling = order.status is Status.SENT
-    base = replace(order, queries=queries, updated_at=now)
+    changes: dict[str, Any] = {"queries": queries}
     events: list[Event] = []
+    via: Status | None = None  # ORDERED when a reconcile query finds the order
 
     if reconciling and isinstance(outcome, InProgress | Delivered | VendorFailed):
-        base = replace(
-            base,
-            status=Status.ORDERED,
-            placed_at=order.placed_at or now,
-            vendor_order_id=outcome.vendor_order_id or order.vendor_order_id,
-        )
+        via = Status.ORDERED
+        changes["placed_at"] = order.placed_at or now
+        changes["vendor_order_id"] = outcome.vendor_order_id or order.vendor_order_id
         events.append(
             Event(
                 kind="reconciled",
@@ -391,33 +395,23 @@ def after_query(
             )
         )
 
-    if isinstance(outcome, Delivered):
+    if isinstance(outcome, Delivered | VendorFailed):
+        ok = isinstance(outcome, Delivered)
         return _finish(
-            base,
-            status=Status.SUCCEEDED,
-            reason=None,
-            description=outcome.description or "delivered",
+            order,
+            status=Status.SUCCEEDED if ok else Status.FAILED,
+            reason=None if ok else Reason.VENDOR_FAILED,
+            description=outcome.description
+            or ("delivered" if ok else "vendor reports the order failed"),
             now=now,
-            kind="succeeded",
+            kind="succeeded" if ok else "failed",
             exchange=exchange,
             extra_events=tuple(events),
             logistics=outcome.logistics or order.logistics,
-            vendor_status="DELIVERED",
+            vendor_status="DELIVERED" if ok else "FAILED",
             unknown_streak=0,
-        )
-    if isinstance(outcome, VendorFailed):
-        return _finish(
-            base,
-            status=Status.FAILED,
-            reason=Reason.VENDOR_FAILED,
-            description=outcome.description or "vendor reports the order failed",
-            now=now,
-            kind="failed",
-            exchange=exchange,
-            extra_events=tuple(events),
-            logistics=outcome.logistics or order.logistics,
-            vendor_status="FAILED",
-            unknown_streak=0,
+            via=via,
+            **changes,
         )
 
     retry_after: float | None = None
@@ -426,22 +420,19 @@ def after_query(
     if isinstance(outcome, InProgress):
         # vendor_status keeps the normalised SHIPPED whatever the vendor calls it, so a
         # vendor whose "IN_TRANSIT" maps to shipped notifies the customer once, not per poll
-        newly_shipped = outcome.shipped and order.vendor_status != SHIPPED
-        base = replace(
-            base,
-            unknown_streak=0,
-            vendor_status=SHIPPED if outcome.shipped else outcome.vendor_status,
-            description=outcome.description or base.description,
-            logistics=outcome.logistics or order.logistics,
-        )
-        if newly_shipped:
+        if outcome.shipped and order.vendor_status != SHIPPED:
             notify, kind = "order.shipped", "shipped"
+        changes["unknown_streak"] = 0
+        changes["vendor_status"] = SHIPPED if outcome.shipped else outcome.vendor_status
+        if outcome.description:
+            changes["description"] = outcome.description
+        if outcome.logistics:
+            changes["logistics"] = outcome.logistics
     elif isinstance(outcome, UnknownOrder):
-        streak = order.unknown_streak + 1
-        base = replace(base, unknown_streak=streak)
+        streak = changes["unknown_streak"] = order.unknown_streak + 1
         if reconciling and streak >= policy.reconcile_attempts:
             return _finish(
-                base,
+                order,
                 status=Status.FAILED,
                 reason=Reason.PLACE_UNREACHABLE,
                 description=f"place-order answer was lost and the vendor did not know the "
@@ -449,25 +440,29 @@ def after_query(
                 now=now,
                 kind="failed",
                 exchange=exchange,
+                **changes,
             )
         if not reconciling and streak >= policy.not_found_limit:
             return _finish(
-                base,
+                order,
                 status=Status.FAILED,
                 reason=Reason.NOT_FOUND_AT_VENDOR,
                 description=f"vendor did not know the order in {streak} queries in a row",
                 now=now,
                 kind="failed",
                 exchange=exchange,
+                **changes,
             )
     else:  # Abnormal, or an answer that makes no sense for a query
         if isinstance(outcome, Abnormal):
             retry_after = outcome.retry_after
-        base = replace(base, abnormal=order.abnormal + 1)
+        changes["abnormal"] = order.abnormal + 1
 
+    if queries >= policy.max_polls or now >= deadline_at(order, policy):
+        changes.pop("description", None)  # the ending explains itself
     if queries >= policy.max_polls:
         return _finish(
-            base,
+            order,
             status=Status.FAILED,
             reason=Reason.MAX_POLLS_EXCEEDED,
             description=f"no final answer after {queries} queries (max_polls)",
@@ -475,11 +470,13 @@ def after_query(
             kind="failed",
             exchange=exchange,
             extra_events=tuple(events),
+            via=via,
+            **changes,
         )
     limit = deadline_at(order, policy)
     if now >= limit:
         return _finish(
-            base,
+            order,
             status=Status.FAILED,
             reason=Reason.DEADLINE_EXCEEDED,
             description=f"no final answer by the deadline ({limit.isoformat()})",
@@ -487,10 +484,13 @@ def after_query(
             kind="failed",
             exchange=exchange,
             extra_events=tuple(events),
+            via=via,
+            **changes,
         )
 
     # Reconcile queries continue the backoff from initial_interval (DESIGN §3).
-    n = queries + 1 if base.status is Status.SENT else queries
+    status = via or order.status
+    n = queries + 1 if status is Status.SENT else queries
     delay = backoff.next_delay(
         n,
         initial_interval=policy.initial_interval,
@@ -501,16 +501,16 @@ def after_query(
         retry_after=retry_after,
     )
     next_run_at = min(now + timedelta(seconds=delay), limit)
-    after = replace(base, next_run_at=next_run_at)
+    after = evolve(order, status=status, next_run_at=next_run_at, updated_at=now, **changes)
     events.append(
         Event(
             kind=kind,
             at=now,
-            from_status=after.status if events else order.status,
-            to_status=after.status,
+            from_status=status if events else order.status,
+            to_status=status,
             attempt=queries,
             detail={"next_run_at": next_run_at.isoformat()},
-            **fields,
+            **_exchange_fields(exchange),
         )
     )
     return Transition(after, tuple(events), notify)
@@ -566,7 +566,7 @@ def retry(
         mode, status = "poll", Status.ORDERED
     else:
         raise ActionRefused(f"retry of {order.reason} is not allowed")
-    after = replace(
+    after = evolve(
         order,
         status=status,
         reason=None,
@@ -647,7 +647,7 @@ def payment(order: Order, *, payment_status: str, now: datetime, actor: str | No
     if payment_status not in ("PAID", "UNPAID"):
         raise ActionRefused("payment_status must be PAID or UNPAID")
     wake = order.status is Status.PENDING
-    after = replace(
+    after = evolve(
         order,
         payment_status=payment_status,
         updated_at=now,

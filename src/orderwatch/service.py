@@ -115,11 +115,9 @@ class Service:
 
     def deliverer(self, channel: Channel | None = None, **kwargs: Any) -> Deliverer:
         """The outbox deliverer; its channel follows ``[notify]`` (log without a URL)."""
-        return deliverer_for(self.store, self.settings, clock=self.clock, channel=channel,
-                             **kwargs)
+        return deliverer_for(self.store, self.settings, clock=self.clock, channel=channel, **kwargs)
 
-    async def redeliver_failed(self, flt: OrderFilter, *, dry_run: bool = False
-                               ) -> tuple[int, int]:
+    async def redeliver_failed(self, flt: OrderFilter, *, dry_run: bool = False) -> tuple[int, int]:
         """Queue every failed notification of the filter's orders again: (matched, changed)."""
         return await self.store.redeliver_failed(flt, now=self.clock.now(), dry_run=dry_run)
 

@@ -161,8 +161,9 @@ class Store(Protocol):
     async def listen(self, wake: Callable[[], None]) -> None:
         """Call ``wake`` when new work is committed elsewhere; runs until cancelled."""
 
-    async def prune(self, *, finished_before: datetime, now: datetime, limit: int = 10_000
-                    ) -> int: ...
+    async def prune(
+        self, *, finished_before: datetime, now: datetime, limit: int = 10_000
+    ) -> int: ...
 
     async def close(self) -> None: ...
 

@@ -26,7 +26,7 @@ from sqlalchemy.engine import make_url
 
 from ..errors import Conflict, OrderNotFound, SchemaNotCurrent
 from ..lifecycle import Event, Transition
-from ..order import NewOrder, Order, Recipient
+from ..order import NewOrder, Order, Recipient, evolve
 from ..statuses import Reason, Status
 from .base import (
     Counts,
@@ -37,6 +37,7 @@ from .base import (
     OutboxRow,
     Write,
 )
+from .hot import HotPath
 from .schema import order_events, order_tombstones, orders, outbox, vendor_pauses
 
 T = TypeVar("T")
@@ -186,64 +187,7 @@ def _row_to_outbox(row: Mapping[Any, Any]) -> OutboxRow:
     )
 
 
-_UPDATE_RELEASE = (
-    orders.update()
-    .where(orders.c.id == sa.bindparam("b_id"), orders.c.lease_token == sa.bindparam("b_token"))
-    .values(
-        {
-            name: sa.bindparam(name)
-            for name in (
-                "status",
-                "reason",
-                "description",
-                "vendor_order_id",
-                "vendor_status",
-                "logistics",
-                "queries",
-                "abnormal",
-                "takeovers",
-                "placements",
-                "unknown_streak",
-                "next_run_at",
-                "started_at",
-                "placed_at",
-                "updated_at",
-                "locked_by",
-                "locked_until",
-                "lease_token",
-            )
-        }
-    )
-)
-_UPDATE_KEEP = (
-    orders.update()
-    .where(orders.c.id == sa.bindparam("b_id"), orders.c.lease_token == sa.bindparam("b_token"))
-    .values(
-        {
-            name: sa.bindparam(name)
-            for name in (
-                "status",
-                "reason",
-                "description",
-                "vendor_order_id",
-                "vendor_status",
-                "logistics",
-                "queries",
-                "abnormal",
-                "takeovers",
-                "placements",
-                "unknown_streak",
-                "next_run_at",
-                "started_at",
-                "placed_at",
-                "updated_at",
-            )
-        }
-    )
-)
 NOTIFY_CHANNEL = "orderwatch_due"
-
-_NOT_PAUSED = orders.c.vendor.not_in(select(vendor_pauses.c.vendor).scalar_subquery())
 
 _ACTION_UPDATE = (
     orders.update()
@@ -276,17 +220,6 @@ _ACTION_UPDATE = (
     )
 )
 
-_CLAIM_UPDATE = (
-    orders.update()
-    .where(orders.c.id == sa.bindparam("b_id"))
-    .values(
-        locked_by=sa.bindparam("locked_by"),
-        locked_until=sa.bindparam("locked_until"),
-        lease_token=sa.bindparam("lease_token"),
-        takeovers=sa.bindparam("takeovers"),
-    )
-)
-
 
 class SqlStore:
     """:class:`~orderwatch.store.base.Store` on SQLite, PostgreSQL or MySQL/MariaDB."""
@@ -308,6 +241,7 @@ class SqlStore:
             _setup_sqlite(self.engine)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="orderwatch-db")
         self._skip_locked = self.dialect in ("postgresql", "mysql")
+        self._hot = HotPath(self.dialect)
 
     # ------------------------------------------------------------------ plumbing
 
@@ -475,108 +409,106 @@ class SqlStore:
     async def claim_due(
         self, *, now: datetime, real_now: datetime, limit: int, worker_id: str, lease: float
     ) -> list[Order]:
-        until = real_now + timedelta(seconds=lease)
+        hot = self._hot
+        params = {"now": hot.time_in(now), "real_now": hot.time_in(real_now), "limit": limit}
+        until = hot.time_in(real_now + timedelta(seconds=lease))
 
         def work(conn: Connection) -> list[Order]:
-            query = (
-                select(orders)
-                .where(
-                    orders.c.next_run_at.is_not(None),
-                    orders.c.next_run_at <= now,
-                    sa.or_(orders.c.locked_until.is_(None), orders.c.locked_until < real_now),
-                    _NOT_PAUSED,
-                )
-                .order_by(orders.c.next_run_at)
-                .limit(limit)
-            )
-            if self._skip_locked:
-                query = query.with_for_update(skip_locked=True)
-            rows = conn.execute(query).mappings().all()
-            if not rows:
-                return []
-            claimed = []
-            params = []
-            for row in rows:
-                token = new_token()
-                # a lease that was never released: its holder died or hung past it
-                took_over = row["locked_until"] is not None
-                order = row_to_order(row)
-                takeovers = order.takeovers + (1 if took_over else 0)
-                order = _with_lease(order, token, takeovers)
-                claimed.append((order, took_over))
-                params.append(
-                    {
-                        "b_id": order.id,
-                        "locked_by": worker_id,
-                        "locked_until": until,
-                        "lease_token": token,
-                        "takeovers": takeovers,
-                    }
-                )
-            conn.execute(_CLAIM_UPDATE, params)
-            takeover_events = [
-                event_params(
-                    o.id,
-                    Event(
-                        kind="takeover",
-                        at=now,
-                        from_status=o.status,
-                        to_status=o.status,
-                        actor=worker_id,
-                        detail={"note": "the previous lease expired before its write-back"},
-                    ),
-                )
-                for o, took in claimed
-                if took
-            ]
-            if takeover_events:
-                conn.execute(order_events.insert(), takeover_events)
-            return [o for o, _ in claimed]
+            cur = conn.connection.cursor()
+            try:
+                cur.execute(hot.claim_select, params)
+                rows = cur.fetchall()
+                if not rows:
+                    return []
+                claimed: list[Order] = []
+                updates = []
+                takeover_events = []
+                for row in rows:
+                    order = hot.order(row)
+                    # a lease that was never released: its holder died or hung past it
+                    took_over = order.locked_until is not None
+                    takeovers = order.takeovers + took_over
+                    token = new_token()
+                    claimed.append(_with_lease(order, token, takeovers))
+                    updates.append(
+                        {
+                            "b_id": order.id,
+                            "locked_by": worker_id,
+                            "locked_until": until,
+                            "lease_token": token,
+                            "takeovers": takeovers,
+                        }
+                    )
+                    if took_over:
+                        takeover_events.append(
+                            hot.event_params(
+                                order.id,
+                                Event(
+                                    kind="takeover",
+                                    at=now,
+                                    from_status=order.status,
+                                    to_status=order.status,
+                                    actor=worker_id,
+                                    detail={
+                                        "note": "the previous lease expired before its write-back"
+                                    },
+                                ),
+                            )
+                        )
+                cur.executemany(hot.claim_update, updates)
+                if takeover_events:
+                    cur.executemany(hot.insert_event, takeover_events)
+                return claimed
+            finally:
+                cur.close()
 
         return await self._run(work)
 
     async def apply(self, writes: Sequence[Write]) -> set[int]:
         if not writes:
             return set()
+        hot = self._hot
 
         def work(conn: Connection) -> set[int]:
-            wanted = {w.transition.order.id: w.token for w in writes}
-            held: dict[int, str | None] = {}
-            for id_chunk in _chunks(list(wanted), 500):
-                q = select(orders.c.id, orders.c.lease_token).where(orders.c.id.in_(id_chunk))
-                if self._skip_locked:
-                    q = q.with_for_update()
-                held.update({r.id: r.lease_token for r in conn.execute(q)})
-            winners = [
-                w
-                for w in writes
-                if w.token is not None and held.get(w.transition.order.id) == w.token
-            ]
-            if not winners:
-                return set()
-            released = [
-                _order_params(w.transition.order, w.token, True) for w in winners if w.release
-            ]
-            kept = [
-                _order_params(w.transition.order, w.token, False) for w in winners if not w.release
-            ]
-            if released:
-                conn.execute(_UPDATE_RELEASE, released)
-            if kept:
-                conn.execute(_UPDATE_KEEP, kept)
-            events = [
-                event_params(w.transition.order.id, ev)
-                for w in winners
-                for ev in w.transition.events
-            ]
-            if events:
-                conn.execute(order_events.insert(), events)
+            cur = conn.connection.cursor()
+            try:
+                held: dict[int, str | None] = {}
+                ids = [w.transition.order.id for w in writes]
+                for some in _chunks(ids, 500):
+                    cur.execute(hot.held(some))
+                    held.update(cur.fetchall())
+                winners = [
+                    w
+                    for w in writes
+                    if w.token is not None and held.get(w.transition.order.id) == w.token
+                ]
+                if not winners:
+                    return set()
+                released = [
+                    hot.write_params(w.transition.order, w.token) for w in winners if w.release
+                ]
+                kept = [
+                    hot.write_params(w.transition.order, w.token) for w in winners if not w.release
+                ]
+                if released:
+                    cur.executemany(hot.write_release, released)
+                if kept:
+                    cur.executemany(hot.write_keep, kept)
+                events = [
+                    hot.event_params(w.transition.order.id, ev)
+                    for w in winners
+                    for ev in w.transition.events
+                ]
+                if events:
+                    cur.executemany(hot.insert_event, events)
+            finally:
+                cur.close()
             notes = [
                 _outbox_params(w.transition.order, w.outbox)
                 for w in winners
                 if w.outbox is not None
             ]
-            if notes:
+            if notes:  # only final states and shipping: rare enough for SQLAlchemy Core
                 conn.execute(outbox.insert(), notes)
             return {w.transition.order.id for w in winners}
 
@@ -617,20 +549,17 @@ class SqlStore:
         await self._run(work)
 
     async def next_due_at(self, *, real_now: datetime) -> datetime | None:
+        hot = self._hot
+        params = {"real_now": hot.time_in(real_now)}
+
         def work(conn: Connection) -> datetime | None:
-            # ORDER BY … LIMIT 1 walks the due index and stops at the first free row;
-            # min() with these conditions would scan every scheduled row.
-            value: datetime | None = conn.execute(
-                select(orders.c.next_run_at)
-                .where(
-                    orders.c.next_run_at.is_not(None),
-                    sa.or_(orders.c.locked_until.is_(None), orders.c.locked_until < real_now),
-                    _NOT_PAUSED,
-                )
-                .order_by(orders.c.next_run_at)
-                .limit(1)
-            ).scalar()
-            return value
+            cur = conn.connection.cursor()
+            try:
+                cur.execute(hot.next_due, params)
+                row = cur.fetchone()
+            finally:
+                cur.close()
+            return hot.time_out(row[0]) if row else None
 
         return await self._run(work, write=False)
 
@@ -728,15 +657,19 @@ class SqlStore:
 
     # ------------------------------------------------------------------ housekeeping
 
-    async def prune(self, *, finished_before: datetime, now: datetime, limit: int = 10_000
-                    ) -> int:
+    async def prune(self, *, finished_before: datetime, now: datetime, limit: int = 10_000) -> int:
         """Delete final orders last changed before ``finished_before``, with their events
         and notifications, keeping a tombstone so their order_no is never taken again."""
 
         def work(conn: Connection) -> int:
             rows = conn.execute(
-                select(orders.c.id, orders.c.order_no, orders.c.status, orders.c.reason,
-                       orders.c.updated_at)
+                select(
+                    orders.c.id,
+                    orders.c.order_no,
+                    orders.c.status,
+                    orders.c.reason,
+                    orders.c.updated_at,
+                )
                 .where(
                     orders.c.status.in_([Status.SUCCEEDED.value, Status.FAILED.value]),
                     orders.c.updated_at < finished_before,
@@ -748,8 +681,16 @@ class SqlStore:
                 return 0
             conn.execute(
                 order_tombstones.insert(),
-                [{"order_no": r.order_no, "status": r.status, "reason": r.reason,
-                  "finished_at": r.updated_at, "pruned_at": now} for r in rows],
+                [
+                    {
+                        "order_no": r.order_no,
+                        "status": r.status,
+                        "reason": r.reason,
+                        "finished_at": r.updated_at,
+                        "pruned_at": now,
+                    }
+                    for r in rows
+                ],
             )
             ids = [r.id for r in rows]
             for some in _chunks(ids, 500):
@@ -1058,9 +999,7 @@ def _outbox_params(order: Order, item: OutboxItem) -> dict[str, Any]:
 
 
 def _with_lease(order: Order, token: str, takeovers: int) -> Order:
-    from dataclasses import replace
-
-    return replace(order, lease_token=token, takeovers=takeovers)
+    return evolve(order, lease_token=token, takeovers=takeovers)
 
 
 def _outbox_with_token(row: OutboxRow, token: str) -> OutboxRow:

@@ -1,0 +1,188 @@
+"""The claim and write-back statements as driver SQL, for the hot path.
+
+Every vendor call costs one claimed row, one row written back and one event inserted.
+SQLAlchemy Core's per-statement and per-row processing cost more than the database work
+itself at that rate, so these few statements are written out once per dialect and run on
+the DBAPI cursor of the same connection and transaction (``executemany`` for batches). The
+column lists come from :mod:`.schema`, so the two cannot drift apart; everything else in
+the store stays on SQLAlchemy Core.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from ..lifecycle import Event
+from ..order import Order, Recipient
+from ..statuses import Reason, Status
+from .schema import ORDER_COLUMNS, order_events
+
+_EVENT_COLUMNS = tuple(c.name for c in order_events.columns if c.name != "id")
+_WRITE_COLUMNS = (
+    "status",
+    "reason",
+    "description",
+    "vendor_order_id",
+    "vendor_status",
+    "logistics",
+    "queries",
+    "abnormal",
+    "takeovers",
+    "placements",
+    "unknown_streak",
+    "next_run_at",
+    "started_at",
+    "placed_at",
+    "updated_at",
+)
+_STATUS = {s.value: s for s in Status}
+_REASON = {r.value: r for r in Reason}
+_COL = {name: i for i, name in enumerate(ORDER_COLUMNS)}
+
+
+def _dumps(value: Any) -> str | None:
+    return None if value is None else json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+class HotPath:
+    """Driver SQL for one dialect: ``sqlite``, ``postgresql`` or ``mysql``."""
+
+    def __init__(self, dialect: str) -> None:
+        self.dialect = dialect
+        self.text_times = dialect == "sqlite"  # SQLite keeps times as ISO text
+        lock = {
+            "postgresql": " FOR UPDATE OF orders SKIP LOCKED",
+            "mysql": " FOR UPDATE SKIP LOCKED",
+        }.get(dialect, "")
+        cols = ", ".join(ORDER_COLUMNS)
+        not_paused = "vendor NOT IN (SELECT vendor FROM vendor_pauses)"
+        self.claim_select = self._sql(
+            f"SELECT {cols} FROM orders WHERE next_run_at IS NOT NULL AND next_run_at <= :now"
+            " AND (locked_until IS NULL OR locked_until < :real_now)"
+            f" AND {not_paused} ORDER BY next_run_at LIMIT :limit{lock}"
+        )
+        self.claim_update = self._sql(
+            "UPDATE orders SET locked_by = :locked_by, locked_until = :locked_until,"
+            " lease_token = :lease_token, takeovers = :takeovers WHERE id = :b_id"
+        )
+        sets = ", ".join(f"{c} = :{c}" for c in _WRITE_COLUMNS)
+        self.write_keep = self._sql(
+            f"UPDATE orders SET {sets} WHERE id = :b_id AND lease_token = :b_token"
+        )
+        self.write_release = self._sql(
+            f"UPDATE orders SET {sets}, locked_by = NULL, locked_until = NULL,"
+            " lease_token = NULL WHERE id = :b_id AND lease_token = :b_token"
+        )
+        self.insert_event = self._sql(
+            f"INSERT INTO order_events ({', '.join(_EVENT_COLUMNS)})"
+            f" VALUES ({', '.join(':' + c for c in _EVENT_COLUMNS)})"
+        )
+        self.held_lock = " FOR UPDATE" if dialect in ("postgresql", "mysql") else ""
+        self.next_due = self._sql(
+            "SELECT next_run_at FROM orders WHERE next_run_at IS NOT NULL"
+            " AND (locked_until IS NULL OR locked_until < :real_now)"
+            f" AND {not_paused} ORDER BY next_run_at LIMIT 1"
+        )
+
+    def _sql(self, text: str) -> str:
+        if self.dialect == "sqlite":
+            return text  # sqlite3 takes :name with a dict
+        return re.sub(r":(\w+)", r"%(\1)s", text)  # psycopg, pymysql: pyformat
+
+    def held(self, ids: Iterable[int]) -> str:
+        """Which lease token each order holds now (ids are ours, inlined as integers)."""
+        listed = ",".join(str(int(i)) for i in ids)
+        return f"SELECT id, lease_token FROM orders WHERE id IN ({listed}){self.held_lock}"
+
+    # ---------------------------------------------------------------- values
+
+    def time_in(self, value: datetime | None) -> Any:
+        if value is None:
+            return None
+        naive = value.astimezone(UTC).replace(tzinfo=None)
+        return naive.isoformat(" ", "microseconds") if self.text_times else naive
+
+    def time_out(self, value: Any) -> datetime | None:
+        if value is None:
+            return None
+        if isinstance(value, str):
+            value = datetime.fromisoformat(value)
+        return value.replace(tzinfo=UTC)  # type: ignore[no-any-return]
+
+    def order(self, row: Sequence[Any]) -> Order:
+        t = self.time_out
+        rec = json.loads(row[_COL["recipient"]])
+        reason = row[_COL["reason"]]
+        logistics = row[_COL["logistics"]]
+        return Order(
+            id=row[_COL["id"]],
+            order_no=row[_COL["order_no"]],
+            vendor=row[_COL["vendor"]],
+            sku=row[_COL["sku"]],
+            quantity=row[_COL["quantity"]],
+            points=row[_COL["points"]],
+            recipient=Recipient(rec["name"], rec["phone"], rec["address"]),
+            payment_status=row[_COL["payment_status"]],
+            customer_id=row[_COL["customer_id"]],
+            status=_STATUS[row[_COL["status"]]],
+            reason=_REASON[reason] if reason else None,
+            description=row[_COL["description"]],
+            vendor_order_id=row[_COL["vendor_order_id"]],
+            vendor_status=row[_COL["vendor_status"]],
+            logistics=json.loads(logistics) if logistics is not None else None,
+            queries=row[_COL["queries"]],
+            abnormal=row[_COL["abnormal"]],
+            takeovers=row[_COL["takeovers"]],
+            placements=row[_COL["placements"]],
+            unknown_streak=row[_COL["unknown_streak"]],
+            next_run_at=t(row[_COL["next_run_at"]]),
+            started_at=t(row[_COL["started_at"]]),  # type: ignore[arg-type]
+            placed_at=t(row[_COL["placed_at"]]),
+            created_at=t(row[_COL["created_at"]]),  # type: ignore[arg-type]
+            updated_at=t(row[_COL["updated_at"]]),  # type: ignore[arg-type]
+            lease_token=row[_COL["lease_token"]],
+            locked_until=t(row[_COL["locked_until"]]),
+        )
+
+    def write_params(self, order: Order, token: str | None) -> dict[str, Any]:
+        t = self.time_in
+        return {
+            "b_id": order.id,
+            "b_token": token,
+            "status": order.status.value,
+            "reason": order.reason.value if order.reason else None,
+            "description": order.description,
+            "vendor_order_id": order.vendor_order_id,
+            "vendor_status": order.vendor_status,
+            "logistics": _dumps(order.logistics),
+            "queries": order.queries,
+            "abnormal": order.abnormal,
+            "takeovers": order.takeovers,
+            "placements": order.placements,
+            "unknown_streak": order.unknown_streak,
+            "next_run_at": t(order.next_run_at),
+            "started_at": t(order.started_at),
+            "placed_at": t(order.placed_at),
+            "updated_at": t(order.updated_at),
+        }
+
+    def event_params(self, order_id: int, ev: Event) -> dict[str, Any]:
+        return {
+            "order_id": order_id,
+            "at": self.time_in(ev.at),
+            "kind": ev.kind,
+            "from_status": ev.from_status.value if ev.from_status else None,
+            "to_status": ev.to_status.value if ev.to_status else None,
+            "reason": ev.reason.value if ev.reason else None,
+            "outcome": ev.outcome,
+            "attempt": ev.attempt,
+            "http_status": ev.http_status,
+            "vendor_code": ev.vendor_code,
+            "latency_ms": ev.latency_ms,
+            "detail": _dumps(ev.detail),
+            "actor": ev.actor,
+        }
