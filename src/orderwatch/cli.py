@@ -552,8 +552,9 @@ def db_upgrade(config: ConfigOpt = None) -> None:
 
 @db_app.command("prune")
 def db_prune(
-    older_than: Annotated[str, typer.Option(help="Prune final orders unchanged for this long, "
-                                            "e.g. 90d.")],
+    older_than: Annotated[
+        str, typer.Option(help="Prune final orders unchanged for this long, e.g. 90d.")
+    ],
     config: ConfigOpt = None,
 ) -> None:
     """Delete old final orders with their timelines, keeping a tombstone of each order_no."""

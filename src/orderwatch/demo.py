@@ -283,8 +283,9 @@ async def _campaign(
 ARRIVAL_HOURS = 12.0
 
 
-def _arrivals(all_orders: list[NewOrder], span: float, waves: int = 48
-              ) -> list[tuple[float, list[NewOrder]]]:
+def _arrivals(
+    all_orders: list[NewOrder], span: float, waves: int = 48
+) -> list[tuple[float, list[NewOrder]]]:
     """Split the orders into ``waves`` batches arriving evenly over ``span`` seconds."""
     size = max(1, -(-len(all_orders) // waves))
     return [

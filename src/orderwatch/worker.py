@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from . import lifecycle
+from .api import metrics
 from .clock import Clock
 from .lifecycle import Place, Transition
 from .log import get_logger
@@ -276,7 +277,9 @@ class Worker:
         token = order.lease_token
         now = self.clock.now()
         if order.next_run_at is not None:
-            self.stats.lateness.add((now - order.next_run_at).total_seconds())
+            late = (now - order.next_run_at).total_seconds()
+            self.stats.lateness.add(late)
+            metrics.lateness(late / self.clock.speed)
         adapter = self.vendors.get(order.vendor)
         policy = self.settings.policy(order.vendor)
         action = lifecycle.plan(order, policy, now, vendor_known=adapter is not None)
@@ -292,6 +295,7 @@ class Worker:
                 return
             self.stats.places += 1
             exchange = await adapter.place(sent.order)
+            metrics.vendor_call(order.vendor, "place", exchange.latency, exchange.outcome_name)
             now = self.clock.now()
             result = lifecycle.after_place(
                 sent.order, exchange, self.settings.policy(order.vendor), now, self.rng
@@ -299,19 +303,21 @@ class Worker:
         else:
             self.stats.queries += 1
             exchange = await adapter.query(order)
+            metrics.vendor_call(order.vendor, "query", exchange.latency, exchange.outcome_name)
             now = self.clock.now()
             result = lifecycle.after_query(
                 order, exchange, self.settings.policy(order.vendor), now, self.rng
             )
-        log.debug(
-            "vendor_exchange",
-            order_no=order.order_no,
-            vendor=order.vendor,
-            attempt=result.order.queries,
-            outcome=exchange.outcome_name,
-            http_status=exchange.http_status,
-            latency_ms=round(exchange.latency * 1000, 1),
-        )
+        if self.settings.current.log.level == "debug":  # skip building the fields otherwise
+            log.debug(
+                "vendor_exchange",
+                order_no=order.order_no,
+                vendor=order.vendor,
+                attempt=result.order.queries,
+                outcome=exchange.outcome_name,
+                http_status=exchange.http_status,
+                latency_ms=round(exchange.latency * 1000, 1),
+            )
         self._write(result, token)
 
     # ------------------------------------------------------------------ writing back
@@ -358,6 +364,8 @@ class Worker:
                         self.stats.applied += 1
                         if w.transition.order.status.is_final:
                             self.stats.finished += 1
+                            done = w.transition.order
+                            metrics.order_finished(done.status.value, done.reason)
                         if self.on_transition is not None:
                             self.on_transition(w.transition)
                     else:

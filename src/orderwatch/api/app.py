@@ -20,14 +20,15 @@ import json
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CollectorRegistry
 from pydantic import BaseModel, ValidationError
+from sqlalchemy.exc import IntegrityError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import HTMLResponse, Response
 
@@ -72,6 +73,7 @@ from .schemas import (
     PaymentIn,
     ProblemOut,
     ResolveIn,
+    Rfc3339,
     StatsOut,
     VendorOut,
 )
@@ -82,6 +84,7 @@ log = get_logger("orderwatch.api")
 
 PREFIX = "/api/v1"
 MAX_BODY = 1 << 20  # 1 MiB (DESIGN §7)
+DRAIN = 16 << 20  # read and drop up to this much of a refused body, so the client sees 413
 READY_TIMEOUT = 2.0  # seconds /readyz waits for the database
 
 B = TypeVar("B", bound=BaseModel)
@@ -122,6 +125,22 @@ def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
 
 
 AUTH_ERRORS = (401, 403)
+
+# What a client (and schemathesis' stateful run) can do next with an order it submitted.
+_ORDER_LINKS = {
+    name: {
+        "operationId": operation,
+        "parameters": {"order_no": "$response.body#/order_no"},
+        "description": text,
+    }
+    for name, operation, text in (
+        ("GetOrder", "getOrder", "Where the order is now, with its timeline."),
+        ("UpdatePayment", "updatePayment", "Record that it was paid (or not)."),
+        ("CancelOrder", "cancelOrder", "Cancel it before it is placed."),
+        ("RetryOrder", "retryOrder", "Retry it once it failed."),
+        ("ResolveOrder", "resolveOrder", "Close it by hand."),
+    )
+}
 BODY_ERRORS = (400, 413, 415, 422)
 
 
@@ -290,10 +309,15 @@ async def read_model(request: Request, model: type[B], *, required: bool = True)
 
 
 def _strict_order_types(data: dict[str, Any]) -> list[FieldError]:
-    """JSON callers send numbers as numbers: ``"1"`` is refused here (a CSV cell may be)."""
+    """JSON callers send numbers as numbers: ``"1"`` is refused here (a CSV cell may be).
+
+    ``2.0`` is a whole number to JSON Schema, so it is taken as ``2``.
+    """
     errors = []
     for name in ("quantity", "points"):
         value = data.get(name)
+        if isinstance(value, float) and value.is_integer():
+            data[name] = value = int(value)
         if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
             errors.append(FieldError(name, "must be a whole number (a JSON number)"))
     return errors
@@ -355,21 +379,6 @@ def _size(n: int) -> str:
     return f"{n} bytes"
 
 
-def _aware(dt: datetime | None, field: str) -> datetime | None:
-    """UTC (a time without an offset is taken as UTC), or 422 if UTC cannot hold it."""
-    if dt is None:
-        return None
-    try:
-        return dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt.astimezone(UTC)
-    except OverflowError:
-        raise Problem(
-            422,
-            "validation",
-            f"{field} is out of range",
-            errors=[FieldError(field, "out of range in UTC")],
-        ) from None
-
-
 def notification_view(row: OutboxRow) -> dict[str, Any]:
     return {
         "id": row.id,
@@ -420,7 +429,11 @@ class Guard:
             await send(message)
 
         try:
-            body = await self._read_body(scope, receive)
+            try:
+                body = await self._read_body(scope, receive)
+            except _ClientGone:
+                status = 499  # nginx's code for it: the client left before asking in full
+                return
             if body is None:
                 status = 413
                 limit = _size(self.max_body)
@@ -450,7 +463,8 @@ class Guard:
             template = getattr(route, "path", None) or "(unmatched)"
             elapsed = time.perf_counter() - started
             self.http.observe(scope["method"], template, status, elapsed)
-            log.info(
+            quiet = template in _PROBES and status < 400  # scrapes and probes, every few s
+            (log.debug if quiet else log.info)(
                 "http_request",
                 method=scope["method"],
                 path=scope.get("path"),
@@ -460,28 +474,53 @@ class Guard:
             )
 
     async def _read_body(self, scope: Scope, receive: Receive) -> bytes | None:
-        """The whole body, or None when it is over the limit (by header or by count)."""
+        """The whole body, or None when it is over the limit (by header or by count).
+
+        A body over the limit is still read and dropped, up to :data:`DRAIN`, so that the
+        client finishes sending and reads the 413 instead of a reset connection; past
+        that the connection is closed with the answer.
+        """
+        declared = None
         for name, value in scope["headers"]:
-            if name == b"content-length":
-                try:
-                    if int(value) > self.max_body:
-                        return None
-                except ValueError:
-                    pass  # the server refuses a bad Content-Length before we see it
+            if name == b"content-length" and value.isdigit():
+                declared = int(value)  # the server refuses a bad one before we see it
+        if declared is not None and declared > self.max_body:
+            if declared <= DRAIN:
+                await _drain(receive, DRAIN)
+            return None
         chunks: list[bytes] = []
         size = 0
         while True:
             message = await receive()
             if message["type"] != "http.request":
-                break  # the client went away; the handler will see it too
+                raise _ClientGone
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > self.max_body:
+                if message.get("more_body", False):
+                    await _drain(receive, DRAIN - size)
                 return None
             chunks.append(chunk)
             if not message.get("more_body", False):
                 break
         return b"".join(chunks)
+
+
+_PROBES = frozenset({"/healthz", "/readyz", "/metrics"})
+
+
+class _ClientGone(Exception):
+    """The client disconnected before its request body was complete."""
+
+
+async def _drain(receive: Receive, budget: int) -> None:
+    while budget > 0:
+        message = await receive()
+        if message["type"] != "http.request":
+            return
+        budget -= len(message.get("body", b""))
+        if not message.get("more_body", False):
+            return
 
 
 # ------------------------------------------------------------------------ the app
@@ -528,7 +567,39 @@ Operator = Annotated[Caller, Depends(_needs(ACT))]
 OrderNo = Annotated[str, Path(description="The order's order_no.", max_length=200)]
 VendorName = Annotated[str, Path(description="A configured vendor's name.", max_length=64)]
 
-router = APIRouter()
+_QUERY_NAMES: dict[int, frozenset[str]] = {}
+
+
+def _query_names(dependant: Any) -> frozenset[str]:
+    """The query parameters an operation declares, its dependencies' included."""
+    names = {param.alias for param in dependant.query_params}
+    for sub in dependant.dependencies:
+        names |= _query_names(sub)
+    return frozenset(names)
+
+
+async def _known_query_only(request: Request) -> None:
+    """Refuse query parameters the operation does not take: a typo such as
+    ``?stauts=FAILED`` would otherwise list every order instead of the failed ones."""
+    if not request.query_params:
+        return
+    route = request.scope.get("route")
+    if not isinstance(route, APIRoute) or route.path in _PROBES:
+        return  # probes and scrapers are not ours to be strict with
+    allowed = _QUERY_NAMES.get(id(route))
+    if allowed is None:
+        allowed = _QUERY_NAMES[id(route)] = _query_names(route.dependant)
+    unknown = sorted(set(request.query_params) - allowed)
+    if unknown:
+        raise Problem(
+            422,
+            "validation",
+            "unknown query parameter: " + ", ".join(unknown),
+            errors=[FieldError(name, "unknown query parameter") for name in unknown],
+        )
+
+
+router = APIRouter(dependencies=[Depends(_known_query_only)])
 
 
 def create_app(
@@ -599,7 +670,8 @@ def _request_invalid(exc: RequestValidationError) -> Problem:
         loc = [str(p) for p in e["loc"]]
         if loc and loc[0] in ("query", "path", "body", "header"):
             loc = loc[1:]
-        errors.append(FieldError(".".join(loc) or "(request)", str(e["msg"])))
+        message = str(e["msg"]).removeprefix("Value error, ")
+        errors.append(FieldError(".".join(loc) or "(request)", message))
     return Problem(422, "validation", "the request is not valid", errors=errors)
 
 
@@ -641,6 +713,7 @@ def _install_error_handlers(app: FastAPI) -> None:
 
 @router.post(
     f"{PREFIX}/orders",
+    operation_id="submitOrder",
     status_code=201,
     response_model=OrderOut,
     summary="Submit an order",
@@ -649,7 +722,12 @@ def _install_error_handlers(app: FastAPI) -> None:
     "fields that differ. Nothing is written on any error. Role: platform.",
     tags=["orders"],
     responses={
-        200: {"model": OrderOut, "description": "Already stored with the same body."},
+        201: {"description": "Stored.", "links": _ORDER_LINKS},
+        200: {
+            "model": OrderOut,
+            "description": "Already stored with the same body.",
+            "links": _ORDER_LINKS,
+        },
         **_errors(*AUTH_ERRORS, 409, *BODY_ERRORS),
     },
     openapi_extra=_body_doc("OrderIn", example=ORDER_EXAMPLE),
@@ -659,11 +737,10 @@ async def submit_order(request: Request, caller: Creator) -> Response:
     new = await _read_order(request, ctx.service)
     try:
         result = await ctx.service.submit([new], actor=caller.name)
-    except Exception as exc:
+    except IntegrityError:
         # Two API processes on a shared database may race on the unique order_no: the
-        # loser's insert fails, and a second look finds the winner's row.
-        if type(exc).__name__ != "IntegrityError":
-            raise
+        # loser's insert fails, and a second look finds the winner's row (same body → 200,
+        # another body → 409).
         result = await ctx.service.submit([new], actor=caller.name)
     if result.created:
         ctx.poke()
@@ -707,6 +784,7 @@ async def _read_order(request: Request, service: Service) -> NewOrder:
 
 @router.get(
     f"{PREFIX}/orders/{{order_no}}",
+    operation_id="getOrder",
     response_model=OrderDetailOut,
     summary="One order, with its timeline",
     description="Status, Chinese label, reason and its text, vendor order id, logistics, "
@@ -729,6 +807,7 @@ async def get_order(
 
 @router.get(
     f"{PREFIX}/orders",
+    operation_id="listOrders",
     response_model=OrderPage,
     summary="List orders, newest first",
     description="Filters combine with AND. Pages follow `next_cursor`; a page is cut by the "
@@ -745,8 +824,8 @@ async def list_orders(
     reason: Reason | None = None,
     vendor: Annotated[str | None, Query(max_length=64)] = None,
     customer_id: Annotated[str | None, Query(max_length=64)] = None,
-    created_after: Annotated[datetime | None, Query(description="RFC 3339; inclusive.")] = None,
-    created_before: Annotated[datetime | None, Query(description="RFC 3339; exclusive.")] = None,
+    created_after: Annotated[Rfc3339 | None, Query(description="RFC 3339; inclusive.")] = None,
+    created_before: Annotated[Rfc3339 | None, Query(description="RFC 3339; exclusive.")] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     cursor: Annotated[
         str | None,
@@ -758,8 +837,8 @@ async def list_orders(
         reason=reason.value if reason else None,
         vendor=vendor,
         customer_id=customer_id,
-        created_after=_aware(created_after, "created_after"),
-        created_before=_aware(created_before, "created_before"),
+        created_after=created_after,
+        created_before=created_before,
     )
     before = decode_cursor(cursor, flt) if cursor else None
     found = await _ctx(request).service.list(flt, limit=limit + 1, before_id=before)
@@ -777,6 +856,7 @@ _ACTION_ERRORS = _errors(*AUTH_ERRORS, 404, 409, *BODY_ERRORS)
 
 @router.post(
     f"{PREFIX}/orders/bulk/retry",
+    operation_id="bulkRetry",
     response_model=BulkOut,
     summary="Retry every order a filter matches",
     description="Counts first with dry_run. Orders whose status does not allow a retry are "
@@ -791,6 +871,7 @@ async def bulk_retry(request: Request, caller: Operator) -> Response:
 
 @router.post(
     f"{PREFIX}/orders/bulk/resolve",
+    operation_id="bulkResolve",
     response_model=BulkOut,
     summary="Resolve every order a filter matches",
     description="Needs `status` and `note`. Role: operator.",
@@ -819,13 +900,21 @@ async def _bulk(request: Request, caller: Caller, action: str) -> Response:
             "an empty filter would match every order",
             errors=[FieldError("filter", "name at least one field")],
         )
+    nulls = sorted(name for name in f.model_fields_set if getattr(f, name) is None)
+    if nulls:
+        raise Problem(
+            422,
+            "validation",
+            "a filter key is either given or left out",
+            errors=[FieldError(f"filter.{n}", "must not be null; leave it out") for n in nulls],
+        )
     flt = OrderFilter(
         status=f.status.value if f.status else None,
         reason=f.reason.value if f.reason else None,
         vendor=f.vendor,
         customer_id=f.customer_id,
-        created_after=_aware(f.created_after, "filter.created_after"),
-        created_before=_aware(f.created_before, "filter.created_before"),
+        created_after=f.created_after,
+        created_before=f.created_before,
     )
     result = await ctx.service.actions.bulk(
         action, flt, dry_run=body.dry_run, actor=caller.name, note=body.note, status=status
@@ -837,6 +926,7 @@ async def _bulk(request: Request, caller: Caller, action: str) -> Response:
 
 @router.post(
     f"{PREFIX}/orders/{{order_no}}/retry",
+    operation_id="retryOrder",
     response_model=ActionOut,
     summary="Retry a FAILED order",
     description="UNPAID, CANCELLED, PLACE_UNREACHABLE → placed again with the same order_no "
@@ -857,6 +947,7 @@ async def retry(request: Request, order_no: OrderNo, caller: Operator) -> Respon
 
 @router.post(
     f"{PREFIX}/orders/{{order_no}}/resolve",
+    operation_id="resolveOrder",
     response_model=ActionOut,
     summary="Close a non-final order by hand",
     description="As SUCCEEDED (reason null) or FAILED (RESOLVED_BY_OPERATOR); the note is "
@@ -876,6 +967,7 @@ async def resolve(request: Request, order_no: OrderNo, caller: Operator) -> Resp
 
 @router.post(
     f"{PREFIX}/orders/{{order_no}}/cancel",
+    operation_id="cancelOrder",
     response_model=ActionOut,
     summary="Cancel a PENDING order",
     description="Only before it is placed; 409 otherwise. Role: operator.",
@@ -891,6 +983,7 @@ async def cancel(request: Request, order_no: OrderNo, caller: Operator) -> Respo
 
 @router.post(
     f"{PREFIX}/orders/{{order_no}}/payment",
+    operation_id="updatePayment",
     response_model=ActionOut,
     summary="Record a payment update",
     description="PAID or UNPAID; a PENDING order is looked at again at once (see "
@@ -910,6 +1003,7 @@ async def payment(request: Request, order_no: OrderNo, caller: Payer) -> Respons
 
 @router.post(
     f"{PREFIX}/orders/{{order_no}}/notifications/{{notification_id}}/redeliver",
+    operation_id="redeliverNotification",
     response_model=NotificationOut,
     summary="Queue a customer notification again",
     description="Whatever its state (delivered, failed, skipped): it is sent again with the "
@@ -936,6 +1030,7 @@ async def redeliver(
 
 @router.post(
     f"{PREFIX}/vendors/{{name}}/pause",
+    operation_id="pauseVendor",
     response_model=VendorOut,
     summary="Pause a vendor",
     description="Its orders keep their schedule and wait, visibly; nothing fails because of "
@@ -966,6 +1061,7 @@ async def pause_vendor(request: Request, name: VendorName, caller: Operator) -> 
 
 @router.post(
     f"{PREFIX}/vendors/{{name}}/resume",
+    operation_id="resumeVendor",
     response_model=VendorOut,
     summary="Resume a paused vendor",
     description="Its due orders are claimed again at once. Role: operator.",
@@ -987,11 +1083,12 @@ async def resume_vendor(request: Request, name: VendorName, caller: Operator) ->
 
 @router.get(
     f"{PREFIX}/stats",
+    operation_id="getStats",
     response_model=StatsOut,
     summary="Counts by status, reason and vendor; due backlog; paused vendors",
     description="Roles: all.",
     tags=["stats"],
-    responses=_errors(*AUTH_ERRORS),
+    responses=_errors(*AUTH_ERRORS, 422),
 )
 async def stats(request: Request, caller: Reader) -> Response:
     del caller
@@ -1014,13 +1111,20 @@ async def stats(request: Request, caller: Reader) -> Response:
 # ------------------------------------------------------------------------ health, metrics, docs
 
 
-@router.get("/healthz", response_model=HealthOut, tags=["health"], summary="The process is up")
+@router.get(
+    "/healthz",
+    operation_id="healthz",
+    response_model=HealthOut,
+    tags=["health"],
+    summary="The process is up",
+)
 async def healthz() -> Response:
     return _json({"status": "ok"})
 
 
 @router.get(
     "/readyz",
+    operation_id="readyz",
     response_model=HealthOut,
     tags=["health"],
     summary="The database answers and its schema is current",
@@ -1033,6 +1137,7 @@ async def readyz(request: Request) -> Response:
 
 @router.get(
     "/metrics",
+    operation_id="metrics",
     tags=["health"],
     summary="Prometheus metrics (text format)",
     response_class=Response,
