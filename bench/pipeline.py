@@ -442,8 +442,8 @@ async def role_worker(a: dict[str, Any]) -> dict[str, Any]:
             worker.stop()
             await run
             profile.stop()
-            # Service.worker() hands the Worker a registry it does not own, so the Worker
-            # does not close it: close its HTTP session here.
+            # A worker closes its vendor sessions only if it owns its registry; make sure
+            # they are closed either way (closing twice is harmless).
             await worker.vendors.close()
         await asyncio.to_thread(profile.save)
         wall, cpu = watch.end_wall - t0, watch.end_cpu - cpu0

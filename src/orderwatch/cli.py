@@ -822,3 +822,22 @@ def orders_cancel(
 ) -> None:
     """Cancel a PENDING order before it is placed."""
     _action(_load(config), json_out, lambda a: a.cancel(order_no, actor=actor, note=note))
+
+
+@orders_app.command("redeliver-failed")
+def orders_redeliver_failed(
+    config: ConfigOpt = None,
+    status: Annotated[str | None, typer.Option(help="Only orders in this status.")] = None,
+    reason: Annotated[str | None, typer.Option(help="Only orders with this reason.")] = None,
+    vendor: Annotated[str | None, typer.Option(help="Only this vendor's orders.")] = None,
+    dry_run: Annotated[bool, typer.Option(help="Count, change nothing.")] = False,
+) -> None:
+    """Queue every failed customer notification of the matching orders for delivery again."""
+    loaded = _load(config)
+    flt = OrderFilter(status=status, reason=reason, vendor=vendor)
+
+    async def go(service: Any) -> Any:
+        return await service.redeliver_failed(flt, dry_run=dry_run)
+
+    matched, changed = _run(_with_service(loaded, go))
+    _dump({"matched": matched, "changed": changed, "dry_run": dry_run})

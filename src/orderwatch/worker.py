@@ -154,44 +154,57 @@ class Worker:
         return claimed
 
     async def _loop(self, burst: bool) -> None:
+        delay = 0.5
         while not self._stopping:
-            # Clear before looking, so a wake-up that arrives while we look is not lost.
-            self._wake.clear()
-            self._slot_free.clear()
-            self._earliest_written = None
-            wcfg = self.settings.current.worker
-            capacity = wcfg.concurrency + wcfg.batch_size - len(self._inflight)
-            threshold = max(1, min(wcfg.batch_size, wcfg.concurrency) // 2)
-            if capacity < threshold and self._inflight:
-                # Enough claimed for now; wait for slots rather than hoarding leases.
-                await self._wait(self._slot_free, IDLE_MAX)
-                continue
-            asked = min(wcfg.batch_size, max(capacity, 1))
-            if await self._claim(asked) == asked:
-                await asyncio.sleep(0)  # let the new tasks start before the next claim
-                continue
-            # Everything due now is claimed. Sleep until the next due time, unless a
-            # write-back schedules something earlier (see flush) or we are told to wake.
-            if not self._inflight:
-                await self.flush()
-            due = await self.store.next_due_at(real_now=self.clock.real())
-            written = self._earliest_written  # results stored while we asked the database
-            if written is not None and (due is None or written < due):
-                due = written
-            now = self.clock.now()
-            if due is not None and due <= now:
-                timeout = 0.005  # due now: a write-back raced us, or still leased elsewhere
-            elif burst and not self._inflight and not self._pending:
-                return
-            elif due is None:
-                timeout = IDLE_MAX
-            else:
-                timeout = min(IDLE_MAX, (due - now).total_seconds() / self.clock.speed)
-            self._sleep_until = (
-                due if due is not None else now + timedelta(seconds=IDLE_MAX * self.clock.speed)
-            )
-            await self._wait(self._wake, timeout)
-            self._sleep_until = None
+            try:
+                if await self._round(burst):
+                    return
+                delay = 0.5
+            except Exception as exc:
+                log.warning("database_unavailable", error=str(exc).splitlines()[0], retry_in=delay)
+                await self._wait(self._wake, delay * random.uniform(0.8, 1.2))
+                delay = min(delay * 2, 30.0)
+
+    async def _round(self, burst: bool) -> bool:
+        """One look at the database; True when burst mode is done."""
+        # Clear before looking, so a wake-up that arrives while we look is not lost.
+        self._wake.clear()
+        self._slot_free.clear()
+        self._earliest_written = None
+        wcfg = self.settings.current.worker
+        capacity = wcfg.concurrency + wcfg.batch_size - len(self._inflight)
+        threshold = max(1, min(wcfg.batch_size, wcfg.concurrency) // 2)
+        if capacity < threshold and self._inflight:
+            # Enough claimed for now; wait for slots rather than hoarding leases.
+            await self._wait(self._slot_free, IDLE_MAX)
+            return False
+        asked = min(wcfg.batch_size, max(capacity, 1))
+        if await self._claim(asked) == asked:
+            await asyncio.sleep(0)  # let the new tasks start before the next claim
+            return False
+        # Everything due now is claimed. Sleep until the next due time, unless a
+        # write-back schedules something earlier (see flush) or we are told to wake.
+        if not self._inflight:
+            await self.flush()
+        due = await self.store.next_due_at(real_now=self.clock.real())
+        written = self._earliest_written  # results stored while we asked the database
+        if written is not None and (due is None or written < due):
+            due = written
+        now = self.clock.now()
+        if due is not None and due <= now:
+            timeout = 0.005  # due now: a write-back raced us, or still leased elsewhere
+        elif burst and not self._inflight and not self._pending:
+            return True
+        elif due is None:
+            timeout = IDLE_MAX
+        else:
+            timeout = min(IDLE_MAX, (due - now).total_seconds() / self.clock.speed)
+        self._sleep_until = (
+            due if due is not None else now + timedelta(seconds=IDLE_MAX * self.clock.speed)
+        )
+        await self._wait(self._wake, timeout)
+        self._sleep_until = None
+        return False
 
     @staticmethod
     async def _wait(event: asyncio.Event, seconds: float) -> None:
@@ -232,7 +245,10 @@ class Worker:
             await asyncio.sleep(lease / 3)
             if self._held:
                 until = self.clock.real() + timedelta(seconds=lease)
-                await self.store.renew_leases(dict(self._held), until=until)
+                try:
+                    await self.store.renew_leases(dict(self._held), until=until)
+                except Exception as exc:
+                    log.warning("lease_renewal_failed", error=str(exc).splitlines()[0])
 
     async def _shutdown(self) -> None:
         grace = self.settings.current.worker.shutdown_grace.total_seconds()
@@ -339,7 +355,15 @@ class Worker:
 
     async def _flush_after(self, delay: float) -> None:
         await asyncio.sleep(delay)
-        await self.flush()
+        retry = 0.5
+        while True:
+            try:
+                await self.flush()
+                return
+            except Exception as exc:
+                log.warning("write_back_failed", error=str(exc).splitlines()[0], retry_in=retry)
+                await asyncio.sleep(retry * random.uniform(0.8, 1.2))
+                retry = min(retry * 2, 30.0)
 
     async def flush(self) -> None:
         """Write every buffered result in one transaction per batch."""
@@ -347,7 +371,11 @@ class Worker:
             while self._pending:
                 batch_size = self.settings.current.worker.batch_size
                 batch, self._pending = self._pending[:batch_size], self._pending[batch_size:]
-                applied = await self.store.apply(batch)
+                try:
+                    applied = await self.store.apply(batch)
+                except BaseException:
+                    self._pending[:0] = batch  # fenced by token: safe to apply again
+                    raise
                 self.stats.flushes += 1
                 sleep_until = self._sleep_until
                 for w in batch:

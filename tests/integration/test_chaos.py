@@ -97,7 +97,7 @@ SIMULATOR = {
 }
 # 503 + Retry-After from 20 to 24 real seconds after the simulator starts (it starts
 # before the import and the workers): well inside every run, at any speed.
-MAINTENANCE_REAL = (20.0, 24.0)
+MAINTENANCE_REAL = (15.0, 27.0)  # long enough to be met even on a loaded machine
 
 
 def chaos_orders() -> int:
@@ -130,7 +130,7 @@ def crash_summary(path: Path) -> str:
         for line, nxt in zip(last, [*last[1:], ""], strict=True)
         if "/src/orderwatch/" in line
     ]
-    errors = [line for line in last if line and not line.startswith(" ")]
+    errors = [line for line in last if re.match(r"[\w.]+: ", line)]
     return f"--- {path.name} ---\n" + "\n".join([*frames, *errors[-1:]])
 
 
@@ -290,9 +290,7 @@ def run_cli(cluster: Cluster, *args: str, within: float = 120) -> str:
 
 
 @contextlib.contextmanager
-def cluster_for(
-    kind: str, tmp_path: Path, *, speed: float, polling: str = ""
-) -> Iterator[tuple[Cluster, sa.Engine]]:
+def cluster_for(kind: str, tmp_path: Path, *, speed: float) -> Iterator[tuple[Cluster, sa.Engine]]:
     """A fresh database, a started simulator and a config; everything closed after."""
     with fresh_database(kind, tmp_path) as url:
         engine = sa.create_engine(engine_url(url), poolclass=sa.NullPool)
@@ -316,7 +314,6 @@ initial_interval = "5m"
 factor = 2.0
 max_interval = "1h"
 jitter = 0.1
-{polling}
 
 [worker]
 batch_size = 100
@@ -725,25 +722,10 @@ def test_workers_killed_at_random(
 # strict, and only an AssertionError counts as the expected failure: a broken invariant
 # (a second place-order, a broken timeline) or a fault that was never injected fails
 # the test outright.
-CLAIM_BUG = (
-    "BUG: Worker._loop (src/orderwatch/worker.py) does not survive a database error: an "
-    "OperationalError from store.claim_due (or store.next_due_at, or flush) propagates out "
-    "of Worker.run and `orderwatch worker` exits with status 1; it should log, back off "
-    "(0.5 s doubling to ~30 s, jittered) and try again"
-)
-FLUSH_BUG = (
-    "BUG: Worker.flush (src/orderwatch/worker.py) removes the batch from self._pending "
-    "before store.apply; when apply raises (inside the _flush_after task, whose exception "
-    "nobody retrieves) the results are dropped but their tokens stay in self._held, and "
-    "_renew_leases keeps extending those leases while the process lives: the order stays "
-    "SENT/ORDERED under a live lease, never looked at again (DESIGN §9.1)"
-)
-DROP_BUG = f"{CLAIM_BUG}; {FLUSH_BUG}"
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(420)
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=DROP_BUG)
 @pytest.mark.parametrize("kind", KINDS)
 def test_database_drops_every_connection(
     kind: str, tmp_path: Path, record_property: Callable[[str, object], None]
@@ -915,7 +897,6 @@ def single_order(order_no: str) -> NewOrder:
 
 @pytest.mark.slow
 @pytest.mark.timeout(120)
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=CLAIM_BUG)
 @pytest.mark.parametrize("db_kind", KINDS)
 async def test_worker_survives_a_connection_dropped_in_a_claim(
     db_kind: str, make_simulator: Any, make_service: Any, make_worker: Any
@@ -952,7 +933,6 @@ async def test_worker_survives_a_connection_dropped_in_a_claim(
 
 @pytest.mark.slow
 @pytest.mark.timeout(120)
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=FLUSH_BUG)
 @pytest.mark.parametrize("db_kind", KINDS)
 async def test_failed_write_back_does_not_keep_the_order_leased(
     db_kind: str, make_simulator: Any, make_service: Any, make_worker: Any

@@ -268,3 +268,50 @@ def test_demo_json_summary(tmp_path: Path) -> None:
     assert sum(summary["by_status"].values()) == 60
     assert sum(summary["by_reason"].values()) == summary["by_status"].get("FAILED", 0)
     assert summary["by_status"].get("SUCCEEDED", 0) > 40
+
+
+def test_redeliver_failed_counts_first_then_queues(cfg: Path) -> None:
+    """An operator re-sends every failed notification of a filter, after a dry-run count."""
+    import asyncio
+    from dataclasses import replace as copy
+    from datetime import UTC, datetime
+
+    from orderwatch.lifecycle import Event, Transition
+    from orderwatch.order import NewOrder, Recipient
+    from orderwatch.statuses import Reason, Status
+    from orderwatch.store.base import OutboxItem, OutboxResult, Write
+    from orderwatch.store.sql import SqlStore
+
+    now = datetime(2026, 11, 26, 8, 0, tzinfo=UTC)
+
+    async def a_failed_notification() -> None:
+        store = SqlStore(f"sqlite:///{cfg.parent / 'ow.db'}")
+        try:
+            recipient = Recipient("张三", "13800000000", "上海")
+            await store.insert_orders([NewOrder("R1", "acme", "SKU-1", 1, 100, recipient)], now=now)
+            (order,) = await store.claim_due(
+                now=now, real_now=now, limit=1, worker_id="t", lease=60
+            )
+            done = copy(order, status=Status.FAILED, reason=Reason.VENDOR_FAILED, next_run_at=None)
+            event = Event(kind="failed", at=now, from_status=order.status, to_status=Status.FAILED)
+            note = OutboxItem("order.failed", "{}")
+            await store.apply(
+                [Write(Transition(done, (event,), "order.failed"), order.lease_token, note)]
+            )
+            (row,) = await store.claim_outbox(now=now, real_now=now, limit=1, lease=60)
+            assert row.lease_token is not None
+            gone = OutboxResult(row.id, row.lease_token, "failed", 1, None, "HTTP 410", None)
+            await store.finish_outbox([gone])
+        finally:
+            await store.close()
+
+    asyncio.run(a_failed_notification())
+    dry = run("orders", "redeliver-failed", "-c", str(cfg), "--dry-run", cwd=cfg.parent)
+    assert dry.returncode == 0, dry.stderr
+    assert json.loads(dry.stdout) == {"matched": 1, "changed": 0, "dry_run": True}
+    done = run(
+        "orders", "redeliver-failed", "-c", str(cfg), "--reason", "VENDOR_FAILED", cwd=cfg.parent
+    )
+    assert json.loads(done.stdout)["changed"] == 1
+    with closing(sqlite3.connect(cfg.parent / "ow.db")) as db:
+        assert db.execute("SELECT state FROM outbox").fetchall() == [("pending",)]
