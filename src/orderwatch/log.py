@@ -31,7 +31,7 @@ def configure(level: str = "info", fmt: str = "logfmt", *, stream: Any = None) -
         ],
         wrapper_class=structlog.make_filtering_bound_logger(_LEVELS[level]),
         logger_factory=structlog.PrintLoggerFactory(stream or sys.stderr),
-        cache_logger_on_first_use=False,
+        cache_logger_on_first_use=True,  # the worker logs per order: build loggers once
     )
 
 

@@ -40,11 +40,13 @@ def rfc3339(dt: datetime) -> str:
 
     A naive datetime is taken to be UTC already, which is how the stores hand times back.
     """
-    dt = dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt.astimezone(UTC)
-    text = dt.strftime("%Y-%m-%dT%H:%M:%S")
-    if dt.microsecond:
-        text += f".{dt.microsecond:06d}"
-    return text + "Z"
+    if dt.tzinfo is not None:
+        dt = dt.astimezone(UTC)
+    # isoformat is C code; strftime costs several times more on every view and webhook
+    return (
+        dt.replace(tzinfo=None).isoformat(timespec="microseconds" if dt.microsecond else "seconds")
+        + "Z"
+    )
 
 
 def _time(dt: datetime | None) -> str | None:

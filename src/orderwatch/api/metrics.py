@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -62,10 +63,21 @@ LATENESS_SECONDS = Histogram(
 )
 
 
+_CHILDREN: dict[tuple[str, ...], Any] = {}  # labels() is the costly part: look each up once
+
+
+def _child(metric: Any, *labels: str) -> Any:
+    key = (metric._name, *labels)
+    child = _CHILDREN.get(key)
+    if child is None:
+        child = _CHILDREN[key] = metric.labels(*labels)
+    return child
+
+
 def vendor_call(vendor: str, kind: str, seconds: float, outcome: str) -> None:
-    """One place-order or result query, as the worker saw it."""
-    VENDOR_CALL_SECONDS.labels(vendor, kind).observe(max(0.0, seconds))
-    VENDOR_CALLS.labels(vendor, kind, outcome).inc()
+    """One place-order or result query, as the worker saw it (once per vendor call)."""
+    _child(VENDOR_CALL_SECONDS, vendor, kind).observe(max(0.0, seconds))
+    _child(VENDOR_CALLS, vendor, kind, outcome).inc()
 
 
 def order_finished(status: str, reason: str | None) -> None:
