@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -149,40 +149,58 @@ class HotPath:
         )
 
     def write_params(self, order: Order, token: str | None) -> dict[str, Any]:
-        t = self.time_in
-        return {
-            "b_id": order.id,
-            "b_token": token,
-            "status": order.status.value,
-            "reason": order.reason.value if order.reason else None,
-            "description": order.description,
-            "vendor_order_id": order.vendor_order_id,
-            "vendor_status": order.vendor_status,
-            "logistics": _dumps(order.logistics),
-            "queries": order.queries,
-            "abnormal": order.abnormal,
-            "takeovers": order.takeovers,
-            "placements": order.placements,
-            "unknown_streak": order.unknown_streak,
-            "next_run_at": t(order.next_run_at),
-            "started_at": t(order.started_at),
-            "placed_at": t(order.placed_at),
-            "updated_at": t(order.updated_at),
-        }
+        return order_fields(order, token, self.time_in)
 
     def event_params(self, order_id: int, ev: Event) -> dict[str, Any]:
-        return {
-            "order_id": order_id,
-            "at": self.time_in(ev.at),
-            "kind": ev.kind,
-            "from_status": ev.from_status.value if ev.from_status else None,
-            "to_status": ev.to_status.value if ev.to_status else None,
-            "reason": ev.reason.value if ev.reason else None,
-            "outcome": ev.outcome,
-            "attempt": ev.attempt,
-            "http_status": ev.http_status,
-            "vendor_code": ev.vendor_code,
-            "latency_ms": ev.latency_ms,
-            "detail": _dumps(ev.detail),
-            "actor": ev.actor,
-        }
+        return event_fields(order_id, ev, self.time_in)
+
+
+def _same(value: datetime | None) -> Any:
+    return value
+
+
+def order_fields(
+    order: Order, token: str | None, time: Callable[[datetime | None], Any] = _same
+) -> dict[str, Any]:
+    """The columns a transition writes, keyed for the ``b_id``/``b_token`` guarded update;
+    ``time`` turns datetimes into what the statement binds (driver SQL or SQLAlchemy)."""
+    return {
+        "b_id": order.id,
+        "b_token": token,
+        "status": order.status.value,
+        "reason": order.reason.value if order.reason else None,
+        "description": order.description,
+        "vendor_order_id": order.vendor_order_id,
+        "vendor_status": order.vendor_status,
+        "logistics": _dumps(order.logistics),
+        "queries": order.queries,
+        "abnormal": order.abnormal,
+        "takeovers": order.takeovers,
+        "placements": order.placements,
+        "unknown_streak": order.unknown_streak,
+        "next_run_at": time(order.next_run_at),
+        "started_at": time(order.started_at),
+        "placed_at": time(order.placed_at),
+        "updated_at": time(order.updated_at),
+    }
+
+
+def event_fields(
+    order_id: int, ev: Event, time: Callable[[datetime | None], Any] = _same
+) -> dict[str, Any]:
+    """One ``order_events`` row."""
+    return {
+        "order_id": order_id,
+        "at": time(ev.at),
+        "kind": ev.kind,
+        "from_status": ev.from_status.value if ev.from_status else None,
+        "to_status": ev.to_status.value if ev.to_status else None,
+        "reason": ev.reason.value if ev.reason else None,
+        "outcome": ev.outcome,
+        "attempt": ev.attempt,
+        "http_status": ev.http_status,
+        "vendor_code": ev.vendor_code,
+        "latency_ms": ev.latency_ms,
+        "detail": _dumps(ev.detail),
+        "actor": ev.actor,
+    }

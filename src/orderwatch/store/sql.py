@@ -37,7 +37,7 @@ from .base import (
     OutboxRow,
     Write,
 )
-from .hot import HotPath
+from .hot import HotPath, event_fields, order_fields
 from .schema import order_events, order_tombstones, orders, outbox, vendor_pauses
 
 T = TypeVar("T")
@@ -111,46 +111,14 @@ def row_to_order(row: Mapping[Any, Any]) -> Order:
 
 
 def _order_params(order: Order, token: str | None, release: bool) -> dict[str, Any]:
-    params = {
-        "b_id": order.id,
-        "b_token": token,
-        "status": order.status.value,
-        "reason": order.reason.value if order.reason else None,
-        "description": order.description,
-        "vendor_order_id": order.vendor_order_id,
-        "vendor_status": order.vendor_status,
-        "logistics": _dumps(order.logistics),
-        "queries": order.queries,
-        "abnormal": order.abnormal,
-        "takeovers": order.takeovers,
-        "placements": order.placements,
-        "unknown_streak": order.unknown_streak,
-        "next_run_at": order.next_run_at,
-        "started_at": order.started_at,
-        "placed_at": order.placed_at,
-        "updated_at": order.updated_at,
-    }
+    params = order_fields(order, token)
     if release:
         params.update(locked_by=None, locked_until=None, lease_token=None)
     return params
 
 
 def event_params(order_id: int, ev: Event) -> dict[str, Any]:
-    return {
-        "order_id": order_id,
-        "at": ev.at,
-        "kind": ev.kind,
-        "from_status": ev.from_status.value if ev.from_status else None,
-        "to_status": ev.to_status.value if ev.to_status else None,
-        "reason": ev.reason.value if ev.reason else None,
-        "outcome": ev.outcome,
-        "attempt": ev.attempt,
-        "http_status": ev.http_status,
-        "vendor_code": ev.vendor_code,
-        "latency_ms": ev.latency_ms,
-        "detail": _dumps(ev.detail),
-        "actor": ev.actor,
-    }
+    return event_fields(order_id, ev)
 
 
 def _row_to_event(row: Mapping[Any, Any]) -> Event:
