@@ -506,7 +506,16 @@ class Guard:
         return b"".join(chunks)
 
 
-_PROBES = frozenset({"/healthz", "/readyz", "/metrics"})
+_PROBES = frozenset(
+    {
+        "/healthz",
+        "/readyz",
+        "/metrics",
+        f"{PREFIX}/healthz",
+        f"{PREFIX}/readyz",
+        f"{PREFIX}/metrics",
+    }
+)
 
 
 class _ClientGone(Exception):
@@ -1164,6 +1173,13 @@ async def metrics(request: Request) -> Response:
         m.exposition(ctx.registry, snapshot),
         media_type="text/plain; version=0.0.4; charset=utf-8",
     )
+
+
+# The same probes under the API prefix too: DESIGN §7 lists them with the API's paths, and
+# both spellings are in use; only the root ones are in the OpenAPI document.
+router.add_api_route(f"{PREFIX}/healthz", healthz, methods=["GET"], include_in_schema=False)
+router.add_api_route(f"{PREFIX}/readyz", readyz, methods=["GET"], include_in_schema=False)
+router.add_api_route(f"{PREFIX}/metrics", metrics, methods=["GET"], include_in_schema=False)
 
 
 @router.get(f"{PREFIX}/docs", include_in_schema=False)
