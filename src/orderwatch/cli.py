@@ -508,15 +508,22 @@ def schedule(
         )
     out.print(t)
     last = rows[-1].elapsed if rows else 0.0
-    if last < 3 * 86400:
+    covered = min(last, p.deadline)  # the deadline counts from creation, so this is generous
+    if covered < 3 * 86400:
         err.print(
-            f"[yellow]warning:[/yellow] the last query comes {_human(last)} after "
-            "placing: less than the 3 days logistics usually need"
+            f"[yellow]warning:[/yellow] polling covers {_human(covered)} after placing: less "
+            "than the 3 days logistics usually need"
         )
     if last > p.deadline:
         err.print(
             f"[yellow]warning:[/yellow] deadline {format_duration(p.deadline)} ends "
-            f"polling before the schedule's last query at {_human(last)}"
+            f"polling before the schedule's last query at {_human(last)}; queries past it "
+            "are never sent"
+        )
+    else:
+        err.print(
+            f"max_polls ends polling {_human(last)} after placing, within the deadline of "
+            f"{format_duration(p.deadline)} (which stays a backstop)"
         )
 
 
