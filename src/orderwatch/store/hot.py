@@ -22,7 +22,8 @@ from ..statuses import Reason, Status
 from .schema import ORDER_COLUMNS, order_events
 
 _EVENT_COLUMNS = tuple(c.name for c in order_events.columns if c.name != "id")
-_WRITE_COLUMNS = (
+#: The columns a transition writes back (fenced by the lease token).
+WRITE_COLUMNS = (
     "status",
     "reason",
     "description",
@@ -69,7 +70,7 @@ class HotPath:
             "UPDATE orders SET locked_by = :locked_by, locked_until = :locked_until,"
             " lease_token = :lease_token, takeovers = :takeovers WHERE id = :b_id"
         )
-        sets = ", ".join(f"{c} = :{c}" for c in _WRITE_COLUMNS)
+        sets = ", ".join(f"{c} = :{c}" for c in WRITE_COLUMNS)
         self.write_keep = self._sql(
             f"UPDATE orders SET {sets} WHERE id = :b_id AND lease_token = :b_token"
         )

@@ -37,7 +37,7 @@ from .base import (
     OutboxRow,
     Write,
 )
-from .hot import HotPath, event_fields, order_fields
+from .hot import WRITE_COLUMNS, HotPath, event_fields, order_fields
 from .schema import order_events, order_tombstones, orders, outbox, vendor_pauses
 
 T = TypeVar("T")
@@ -163,22 +163,9 @@ _ACTION_UPDATE = (
     .values(
         {
             name: sa.bindparam(name)
+            # what a transition writes, plus what only an operator's action changes
             for name in (
-                "status",
-                "reason",
-                "description",
-                "vendor_order_id",
-                "vendor_status",
-                "logistics",
-                "queries",
-                "abnormal",
-                "takeovers",
-                "placements",
-                "unknown_streak",
-                "next_run_at",
-                "started_at",
-                "placed_at",
-                "updated_at",
+                *WRITE_COLUMNS,
                 "payment_status",
                 "locked_by",
                 "locked_until",
@@ -789,17 +776,7 @@ class SqlStore:
             )
             if self._skip_locked:
                 q = q.with_for_update(skip_locked=True)
-            rows = [_row_to_outbox(r._mapping) for r in conn.execute(q)]
-            if not rows:
-                return []
-            claimed = [_outbox_with_token(r, new_token()) for r in rows]
-            conn.execute(
-                outbox.update()
-                .where(outbox.c.id == sa.bindparam("b_id"))
-                .values(locked_until=until, lease_token=sa.bindparam("lease_token")),
-                [{"b_id": r.id, "lease_token": r.lease_token} for r in claimed],
-            )
-            return claimed
+            return _lease_outbox(conn, q, until)
 
         return await self._run(work)
 
@@ -904,17 +881,7 @@ class SqlStore:
             )
             if self._skip_locked:
                 q = q.with_for_update(skip_locked=True)
-            rows = [_row_to_outbox(r._mapping) for r in conn.execute(q)]
-            if not rows:
-                return []
-            claimed = [_outbox_with_token(r, new_token()) for r in rows]
-            conn.execute(
-                outbox.update()
-                .where(outbox.c.id == sa.bindparam("b_id"))
-                .values(locked_until=until, lease_token=sa.bindparam("lease_token")),
-                [{"b_id": r.id, "lease_token": r.lease_token} for r in claimed],
-            )
-            return claimed
+            return _lease_outbox(conn, q, until)
 
         return await self._run(work)
 
@@ -968,6 +935,21 @@ def _outbox_params(order: Order, item: OutboxItem) -> dict[str, Any]:
 
 def _with_lease(order: Order, token: str, takeovers: int) -> Order:
     return evolve(order, lease_token=token, takeovers=takeovers)
+
+
+def _lease_outbox(conn: Connection, query: sa.Select[Any], until: datetime) -> list[OutboxRow]:
+    """Lease the outbox rows ``query`` selects: a fresh token each, held until ``until``."""
+    rows = [_row_to_outbox(r._mapping) for r in conn.execute(query)]
+    if not rows:
+        return []
+    claimed = [_outbox_with_token(r, new_token()) for r in rows]
+    conn.execute(
+        outbox.update()
+        .where(outbox.c.id == sa.bindparam("b_id"))
+        .values(locked_until=until, lease_token=sa.bindparam("lease_token")),
+        [{"b_id": r.id, "lease_token": r.lease_token} for r in claimed],
+    )
+    return claimed
 
 
 def _outbox_with_token(row: OutboxRow, token: str) -> OutboxRow:
