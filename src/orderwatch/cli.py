@@ -19,6 +19,7 @@ import typer
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
+from rich.text import Text
 
 from . import __version__
 from .errors import ConfigError, Conflict, OrderNotFound, OrderwatchError, ValidationFailed
@@ -41,9 +42,13 @@ app = typer.Typer(
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 orders_app = typer.Typer(help="Look at and bring in orders.", no_args_is_help=True)
 config_app = typer.Typer(help="The effective configuration.", no_args_is_help=True)
+vendors_app = typer.Typer(
+    help="Configured vendors: dry runs for integrators.", no_args_is_help=True
+)
 app.add_typer(db_app, name="db")
 app.add_typer(orders_app, name="orders")
 app.add_typer(config_app, name="config")
+app.add_typer(vendors_app, name="vendors")
 
 out = Console()
 err = Console(stderr=True)
@@ -425,10 +430,24 @@ def simulator(
             "--set delivery_max=86400 (see SimulatorConfig).",
         ),
     ] = None,
+    dialect: Annotated[
+        Path | None,
+        typer.Option(
+            help="Speak a vendor's own protocol from this TOML file instead of the reference "
+            "one (e.g. examples/vendors/giftco.sim.toml).",
+        ),
+    ] = None,
 ) -> None:
     """Run the reference vendor simulator (DESIGN §5) on its own."""
+    from .sim_dialect import load_dialect
     from .simulator import SimulatorConfig
     from .simulator import serve as sim_serve
+
+    try:
+        spoken = load_dialect(dialect) if dialect is not None else None
+    except ValueError as exc:
+        err.print(f"[red]--dialect:[/red] {exc}", highlight=False)
+        raise Exit(2) from None
 
     values: dict[str, Any] = {
         "seed": seed,
@@ -458,7 +477,7 @@ def simulator(
 
     async def go() -> None:
         task = asyncio.create_task(
-            sim_serve(cfg, _clock(speed, clock_start), host, port, ready=ready)
+            sim_serve(cfg, _clock(speed, clock_start), host, port, ready=ready, dialect=spoken)
         )
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -848,3 +867,43 @@ def orders_redeliver_failed(
 
     matched, changed = _run(_with_service(loaded, go))
     _dump({"matched": matched, "changed": changed, "dry_run": dry_run})
+
+
+# ---------------------------------------------------------------------------- vendors
+
+
+@vendors_app.command("check")
+def vendors_check(
+    name: Annotated[str, typer.Argument(help="Vendor name as in [vendors.NAME].")],
+    config: ConfigOpt = None,
+    order_no: Annotated[
+        str | None,
+        typer.Option("--order-no", help="order_no to ask about (default: OW-CHECK-<random>)."),
+    ] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Send one signed query for a made-up order and show what came back and how it mapped.
+
+    Exit 0 if the vendor's answer was understood (for a made-up order, "unknown order" is
+    the expected answer), 1 if it was not (abnormal: unsigned, unmapped, HTTP error...).
+    """
+    from .vendors.check import check_vendor
+
+    loaded = _load(config)
+    vendor = loaded.settings.vendors.get(name)
+    if vendor is None:
+        known = ", ".join(sorted(loaded.settings.vendors)) or "none"
+        err.print(f"[red]vendors.{name}:[/red] not configured (configured: {known})")
+        raise Exit(2)
+    report = _run(check_vendor(name, vendor, order_no=order_no))
+    if json_out:
+        _dump(report)
+    else:
+        t = Table(title=f"vendors check {name}", show_header=False)
+        t.add_column("what", style="bold")
+        t.add_column("value", overflow="fold")
+        for key, value in report.items():
+            shown = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+            t.add_row(key, Text(shown))  # Text: a vendor's body is not rich markup
+        out.print(t)
+    raise Exit(0 if report["understood"] else 1)

@@ -263,6 +263,22 @@ def _vendor_missing(order: Order, policy: Policy, now: datetime) -> Transition:
     return Transition(after, events)
 
 
+def defer(order: Order, now: datetime, *, until: datetime, why: str) -> Transition:
+    """No call now: the vendor's circuit breaker is open. Nothing is counted; the order
+    waits, visibly, until the breaker lets calls through again (its deadline is checked on
+    the first answer after that, so a vendor being down never fails an order by itself)."""
+    wake = max(until, order.next_run_at or until)
+    after = evolve(order, next_run_at=wake, updated_at=now)
+    event = Event(
+        kind="deferred",
+        at=now,
+        from_status=order.status,
+        to_status=order.status,
+        detail={"until": wake.isoformat(), "why": why},
+    )
+    return Transition(after, (event,))
+
+
 def mark_sent(
     order: Order, now: datetime, *, actor: str | None = None, policy: Policy | None = None
 ) -> Transition:

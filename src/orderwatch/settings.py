@@ -41,6 +41,7 @@ from pydantic import (
 
 from .errors import ConfigError
 from .lifecycle import Policy
+from .vendor_mapping import VendorMapping
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
@@ -154,20 +155,73 @@ DEFAULT_STATUS_MAP: dict[str, VendorOutcomeName] = {
 }
 
 
+class CircuitBreakerSettings(BaseModel):
+    """``[vendors.NAME.circuit_breaker]``: stop calling a vendor that keeps failing.
+
+    After ``failures`` transport failures in a row (timeouts, refused or dropped connections,
+    HTTP 5xx other than a maintenance 503) the vendor is paused for ``open_for`` (schedule
+    time), like an operator's pause: its orders keep their place and wait; then one call is
+    let through, and one more failure opens it again. ``failures = 0`` turns it off.
+    """
+
+    model_config = _STRICT
+
+    failures: int = Field(10, ge=0, le=1_000_000)
+    open_for: Duration = timedelta(minutes=5)
+
+    @field_validator("open_for")
+    @classmethod
+    def _open_for(cls, v: timedelta) -> timedelta:
+        if v <= timedelta(0):
+            raise ValueError("must be longer than 0s")
+        return v
+
+
 class VendorSettings(BaseModel):
     model_config = _STRICT
 
     adapter: str = "reference"
     base_url: str
     merchant_id: str = Field(min_length=1, max_length=64)
-    secret: Secret
-    sign_type: Literal["HMAC-SHA256", "MD5"] = "HMAC-SHA256"
+    # Signing (vendors/signing.py; README "Signing schemes"). sign_type comes before the
+    # keys: their validators read it.
+    sign_type: Literal["HMAC-SHA256", "MD5", "WECHAT-HMAC-SHA256", "RSA2", "SM3", "SM2"] = (
+        "HMAC-SHA256"
+    )
+    secret: Secret | None = Field(None, validate_default=True)  # the symmetric schemes
+    private_key: Secret | None = Field(None, validate_default=True)  # ours: RSA2, SM2
+    vendor_public_key: Secret | None = Field(None, validate_default=True)  # RSA2, SM2
+    sm2_user_id: str = Field("1234567812345678", min_length=1, max_length=1024)
+    sign_exclude: list[str] = Field(default_factory=list)  # besides sign_field itself
+    sign_keep_empty: bool = False
+    sign_hex_case: Literal["lower", "upper"] | None = None
+    sign_location: Literal["body", "header"] = "body"
+    sign_field: str = Field("sign", min_length=1, max_length=64)
+    sign_header: str = Field("X-Signature", min_length=1, max_length=64)
     timeout: Duration = timedelta(seconds=5)
     concurrency: int = Field(32, ge=1, le=10_000)
+    # requests per second to this vendor from each worker process; unset: no limit
+    rate_limit: float | None = Field(None, gt=0, le=100_000)
+    circuit_breaker: CircuitBreakerSettings = CircuitBreakerSettings()
     polling: PollingOverride = PollingOverride()
     status_map: dict[str, VendorOutcomeName] = Field(
         default_factory=lambda: dict(DEFAULT_STATUS_MAP)
     )
+    # the vendor's protocol for adapter = "mapped" (see vendor_mapping.py)
+    mapping: VendorMapping | None = Field(None, validate_default=True)
+
+    @field_validator("mapping")
+    @classmethod
+    def _mapping(cls, v: VendorMapping | None, info: ValidationInfo) -> VendorMapping | None:
+        adapter = info.data.get("adapter")
+        if adapter == "mapped" and v is None:
+            raise ValueError(
+                "required when adapter = 'mapped': add [vendors.NAME.mapping] with its "
+                "place and query tables (README, 'Connecting a vendor by config')"
+            )
+        if adapter == "reference" and v is not None:
+            raise ValueError("only read by adapter = 'mapped'; this vendor uses 'reference'")
+        return v
 
     @field_validator("base_url")
     @classmethod
@@ -181,6 +235,65 @@ class VendorSettings(BaseModel):
     def _timeout(cls, v: timedelta) -> timedelta:
         if v <= timedelta(0):
             raise ValueError("must be longer than 0s")
+        return v
+
+    @field_validator("secret")
+    @classmethod
+    def _secret_for_scheme(cls, v: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
+        sign_type = info.data.get("sign_type")
+        if sign_type is None or sign_type in ("RSA2", "SM2"):
+            return v  # optional with keys (kept valid when set); a bad sign_type is reported
+        if v is None:
+            from pydantic_core import PydanticCustomError
+
+            raise PydanticCustomError("missing", "Field required")
+        if not v.get_secret_value():
+            raise ValueError(f"must not be empty for sign_type {sign_type}")
+        return v
+
+    @field_validator("private_key", "vendor_public_key")
+    @classmethod
+    def _key_for_scheme(cls, v: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
+        """Read (file) and parse the key once, here: a bad key stops start-up, not a call."""
+        from .vendors import signing
+
+        sign_type = info.data.get("sign_type")
+        if sign_type is None:
+            return v
+        whose = "our private key" if info.field_name == "private_key" else "the vendor's key"
+        if sign_type not in ("RSA2", "SM2"):
+            if v is not None:
+                raise ValueError(f"only used by sign_type RSA2 or SM2, not {sign_type}")
+            return v
+        if v is None:
+            raise ValueError(
+                f"required for sign_type {sign_type}: {whose} as PEM text, a file path or "
+                "'env:NAME'" + (" (SM2: or hex)" if sign_type == "SM2" else "")
+            )
+        try:
+            text = signing.read_key_text(v.get_secret_value())
+            if info.field_name == "private_key":
+                signing.load_private_key(text, sign_type)
+            else:
+                signing.load_public_key(text, sign_type)
+        except signing.KeyFormatError as exc:
+            raise ValueError(f"{whose} for {sign_type} {exc}") from None
+        return SecretStr(text)
+
+    @field_validator("sign_exclude", mode="before")
+    @classmethod
+    def _exclude_names(cls, v: Any) -> Any:
+        if isinstance(v, str):  # "a, b" from an environment variable
+            v = [part.strip() for part in v.split(",") if part.strip()]
+        if isinstance(v, list) and any(isinstance(name, str) and not name for name in v):
+            raise ValueError("field names must not be empty")
+        return v
+
+    @field_validator("sign_header")
+    @classmethod
+    def _header_name(cls, v: str) -> str:
+        if not re.match(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$", v):
+            raise ValueError(f"{v!r} is not an HTTP header name")
         return v
 
 

@@ -1,5 +1,8 @@
 """A deterministic vendor that speaks the reference protocol (DESIGN §5) over real HTTP.
 
+It can also speak a vendor's own dialect (paths, field names, codes, form bodies…; see
+:mod:`orderwatch.sim_dialect`), translated at the edge so that fates stay the same.
+
 The worker, the demo and the integration tests need a vendor that misbehaves the way real
 ones do — refusals, lost answers, hangs, garbage, bad signatures, maintenance windows, orders
 that fail or arrive late — and does so *reproducibly*: an order's fate is drawn once from
@@ -27,9 +30,10 @@ from typing import Any, TypeGuard
 from aiohttp import web
 
 from .clock import Clock, SystemClock
+from .sim_dialect import REFERENCE, Dialect
 from .vendors.signing import SIGN_TYPES, sign, verify
 
-__all__ = ["Simulator", "SimulatorConfig", "serve"]
+__all__ = ["Dialect", "Simulator", "SimulatorConfig", "serve"]
 
 _RATES = (
     "reject_rate",
@@ -232,9 +236,15 @@ class Simulator:
     """The simulated vendor: an aiohttp app plus the state it needs to answer consistently."""
 
     def __init__(
-        self, config: SimulatorConfig | None = None, *, clock: Clock | None = None
+        self,
+        config: SimulatorConfig | None = None,
+        *,
+        clock: Clock | None = None,
+        dialect: Dialect | None = None,
     ) -> None:
         self.config = config if config is not None else SimulatorConfig()
+        # The vendor's own protocol (sim_dialect.py); the reference protocol by default.
+        self.dialect = dialect if dialect is not None else REFERENCE
         self.clock: Clock = clock if clock is not None else SystemClock()
         # Maintenance windows count from here; start() resets it to when serving begins.
         self.started_at = self.clock.now()
@@ -249,8 +259,9 @@ class Simulator:
         self._runner: web.AppRunner | None = None
         self.base_url: str | None = None
         self.app = web.Application()
-        self.app.router.add_post("/orders", self._handle_place)
-        self.app.router.add_post("/orders/query", self._handle_query)
+        d = self.dialect
+        self.app.router.add_route(d.place_method, d.place_path, self._handle_place)
+        self.app.router.add_route(d.query_method, d.query_path, self._handle_query)
         self.app.router.add_get("/_sim/stats", self._handle_stats)
         self.app.router.add_post("/_sim/config", self._handle_config)
         self.app.router.add_get("/_sim/healthz", self._handle_healthz)
@@ -392,13 +403,19 @@ class Simulator:
 
     def _signed(self, payload: dict[str, Any], *, bad_sign: bool = False) -> web.Response:
         cfg = self.config
-        body = dict(payload)
+        body = self.dialect.to_vendor(payload)
         secret = cfg.secret + "\x00not-the-secret" if bad_sign else cfg.secret
-        body["sign"] = sign(body, secret, cfg.sign_type)
+        signature = sign(body, secret, cfg.sign_type)
+        headers: dict[str, str] = {}
+        if self.dialect.sign_location == "header":
+            headers[self.dialect.sign_header] = signature
+        else:
+            body[self.dialect.sign_field] = signature
         return web.Response(
             body=json.dumps(body, ensure_ascii=False).encode(),
             content_type="application/json",
             charset="utf-8",
+            headers=headers,
         )
 
     async def _latency(self, roll: float) -> None:
@@ -443,12 +460,26 @@ class Simulator:
     async def _read(self, request: web.Request, *, place: bool) -> dict[str, Any] | web.Response:
         """The validated body, or the signed E400/E401 answer (not counted as a request)."""
         raw = await request.read()
-        try:
-            body = json.loads(raw)
-        except (ValueError, UnicodeDecodeError):
-            problem: str | None = "body: not valid JSON"
+        dialect = self.dialect
+        if dialect.is_reference:
+            fields: Any = None
+            try:
+                body = json.loads(raw)
+            except (ValueError, UnicodeDecodeError):
+                problem: str | None = "body: not valid JSON"
+            else:
+                problem = _check(body, place=place)
         else:
-            problem = _check(body, place=place)
+            decoded = dialect.decode(raw, request.query, request.method)
+            problem = decoded if isinstance(decoded, str) else None
+            if isinstance(decoded, dict):
+                fields = dialect.signed_fields(decoded, request.headers)
+                translated = dialect.to_reference(decoded)
+                problem = translated if isinstance(translated, str) else None
+                if isinstance(translated, dict):
+                    body = translated
+                    problem = _check(body, place=place)
+                    problem = dialect.problem(problem) if problem else None
         cfg = self.config
         if problem is None and body["merchant_id"] != cfg.merchant_id:
             problem = f"merchant_id: unknown merchant {body['merchant_id']!r}"
@@ -456,7 +487,7 @@ class Simulator:
             self.by_answer["bad_request"] += 1
             await self._latency(self._jitter_rng.random())
             return self._signed({"code": "E400", "message": problem})
-        if not verify(body, cfg.secret, cfg.sign_type):
+        if not verify(body if fields is None else fields, cfg.secret, cfg.sign_type):
             self.by_answer["unauthorized"] += 1
             await self._latency(self._jitter_rng.random())
             return self._signed({"code": "E401", "message": "invalid sign"})
@@ -580,9 +611,10 @@ async def serve(
     port: int = 0,
     *,
     ready: Callable[[str], None] | None = None,
+    dialect: Dialect | None = None,
 ) -> None:
     """Run a simulator until cancelled (``orderwatch simulator``); ``ready`` gets its URL."""
-    simulator = Simulator(config, clock=clock)
+    simulator = Simulator(config, clock=clock, dialect=dialect)
     url = await simulator.start(host, port)
     try:
         if ready is not None:

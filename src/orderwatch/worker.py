@@ -18,19 +18,24 @@ import contextlib
 import os
 import random
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
+
+from aiolimiter import AsyncLimiter
 
 from . import lifecycle
 from .api import metrics
+from .breaker import CircuitBreakers, Closed, Opened
 from .clock import Clock
 from .lifecycle import Place, Transition
 from .log import get_logger
 from .order import Order
+from .outcomes import Exchange
 from .settings import SettingsHolder
 from .store.base import Store, Write
-from .vendors import VendorRegistry
+from .vendors import VendorAdapter, VendorRegistry
 from .views import outbox_item
 
 log = get_logger("orderwatch.worker")
@@ -74,6 +79,7 @@ class WorkerStats:
     claims: int = 0  # claim round trips
     flushes: int = 0  # write-back round trips
     sent_commits: int = 0  # SENT group commits
+    deferred: int = 0  # calls held back because the vendor's circuit breaker was open
     lateness: Samples = field(default_factory=Samples)  # schedule seconds past next_run_at
 
 
@@ -110,6 +116,10 @@ class Worker:
         self._sent_queue: list[tuple[Write, asyncio.Future[bool]]] = []
         self._sent_task: asyncio.Task[None] | None = None
         self._vendor_slots: dict[tuple[str, int], asyncio.Semaphore] = {}
+        self._limiters: dict[tuple[str, float], AsyncLimiter] = {}
+        self.breakers = CircuitBreakers()
+        self._probes: dict[str, asyncio.Event] = {}  # vendor -> its half-open probe is out
+        self._background: set[asyncio.Task[None]] = set()
         self._global_slots = asyncio.Semaphore(settings.current.worker.concurrency)
         self._wake = asyncio.Event()
         self._slot_free = asyncio.Event()
@@ -186,7 +196,7 @@ class Worker:
         # write-back schedules something earlier (see flush) or we are told to wake.
         if not self._inflight:
             await self.flush()
-        due = await self.store.next_due_at(real_now=self.clock.real())
+        due = await self.store.next_due_at(now=self.clock.now(), real_now=self.clock.real())
         written = self._earliest_written  # results stored while we asked the database
         if written is not None and (due is None or written < due):
             due = written
@@ -262,6 +272,8 @@ class Worker:
         if self._held:  # claimed but not written back: let another worker take them at once
             await self.store.release(dict(self._held))
             self._held.clear()
+        if self._background:
+            await asyncio.gather(*list(self._background), return_exceptions=True)
         if self._own_vendors:
             await self.vendors.close()
 
@@ -276,11 +288,26 @@ class Worker:
             slot = self._vendor_slots[key] = asyncio.Semaphore(size)
         return slot
 
+    def _limiter(self, vendor: str) -> AsyncLimiter | None:
+        cfg = self.settings.current.vendors.get(vendor)
+        if cfg is None or cfg.rate_limit is None:
+            return None
+        key = (vendor, cfg.rate_limit)
+        limiter = self._limiters.get(key)
+        if limiter is None:
+            # one request per 1/rate seconds: evenly spaced, no burst past the limit
+            limiter = self._limiters[key] = AsyncLimiter(1, 1 / cfg.rate_limit)
+        return limiter
+
     async def _handle(self, order: Order) -> None:
         try:
-            # vendor slot first, so a saturated vendor does not hold global slots
-            async with self._vendor_slot(order.vendor), self._global_slots:
-                await self._process(order)
+            # vendor slot and rate first, so a saturated vendor does not hold global slots
+            async with self._vendor_slot(order.vendor):
+                limiter = self._limiter(order.vendor)
+                if limiter is not None:
+                    await limiter.acquire()
+                async with self._global_slots:
+                    await self._process(order)
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -303,6 +330,47 @@ class Worker:
             self._write(action, token)
             return
         assert adapter is not None
+        if not self.breakers.tripped(order.vendor):  # the usual case: no breaker involved
+            await self._call(order, action, adapter, token, now=now, policy=policy)
+            return
+        probe = await self._breaker_gate(order.vendor)
+        now = self.clock.now()
+        if probe is None:
+            until = self.breakers.open_until(order.vendor, now) or now
+            self.stats.deferred += 1
+            why = "the vendor's circuit breaker is open (calls to it keep failing)"
+            self._write(lifecycle.defer(order, now, until=until, why=why), token)
+            return
+        try:
+            await self._call(order, action, adapter, token, now=now, policy=policy)
+        finally:
+            if probe:
+                self._probes.pop(order.vendor).set()
+
+    async def _breaker_gate(self, vendor: str) -> bool | None:
+        """None: do not call (breaker open); True: this call is the half-open probe."""
+        while True:
+            now = self.clock.now()
+            if self.breakers.open_until(vendor, now) is not None:
+                return None
+            if not self.breakers.half_open(vendor, now):
+                return False
+            running = self._probes.get(vendor)
+            if running is None:
+                self._probes[vendor] = asyncio.Event()
+                return True
+            await running.wait()  # the probe's answer decides for us too
+
+    async def _call(
+        self,
+        order: Order,
+        action: lifecycle.Action,
+        adapter: VendorAdapter,
+        token: str | None,
+        *,
+        now: datetime,
+        policy: lifecycle.Policy,
+    ) -> None:
         if isinstance(action, Place):
             sent = lifecycle.mark_sent(order, now, actor=self.worker_id, policy=policy)
             if not await self._commit_sent(Write(sent, token, release=False)):
@@ -313,6 +381,7 @@ class Worker:
             exchange = await adapter.place(sent.order)
             metrics.vendor_call(order.vendor, "place", exchange.latency, exchange.outcome_name)
             now = self.clock.now()
+            self._count_for_breaker(order.vendor, exchange, now)
             result = lifecycle.after_place(
                 sent.order, exchange, self.settings.policy(order.vendor), now, self.rng
             )
@@ -321,6 +390,7 @@ class Worker:
             exchange = await adapter.query(order)
             metrics.vendor_call(order.vendor, "query", exchange.latency, exchange.outcome_name)
             now = self.clock.now()
+            self._count_for_breaker(order.vendor, exchange, now)
             result = lifecycle.after_query(
                 order, exchange, self.settings.policy(order.vendor), now, self.rng
             )
@@ -335,6 +405,48 @@ class Worker:
                 latency_ms=round(exchange.latency * 1000, 1),
             )
         self._write(result, token)
+
+    def _count_for_breaker(self, vendor: str, exchange: Exchange, now: datetime) -> None:
+        cfg = self.settings.current.vendors.get(vendor)
+        if cfg is None:
+            return
+        change = self.breakers.record(
+            vendor,
+            exchange,
+            now,
+            failures=cfg.circuit_breaker.failures,
+            open_for=cfg.circuit_breaker.open_for,
+        )
+        if isinstance(change, Opened):
+            log.warning(
+                "circuit_open",
+                vendor=vendor,
+                failures=change.failures,
+                until=change.until.isoformat(),
+                last=exchange.outcome_name,
+            )
+            metrics.circuit_changed(vendor, opened=True)
+            note = f"{change.failures} transport failures in a row ({exchange.outcome_name})"
+            self._in_background(
+                self.store.open_circuit(vendor, now=now, until=change.until, note=note)
+            )
+        elif isinstance(change, Closed):
+            log.info("circuit_closed", vendor=vendor)
+            metrics.circuit_changed(vendor, opened=False)
+            self._in_background(self.store.close_circuit(vendor))
+
+    def _in_background(self, work: Coroutine[Any, Any, object]) -> None:
+        """A store write the caller need not wait for; failures are logged, not raised."""
+
+        async def run() -> None:
+            try:
+                await work
+            except Exception as exc:
+                log.warning("background_write_failed", error=str(exc).splitlines()[0])
+
+        task = asyncio.create_task(run())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     # ------------------------------------------------------------------ writing back
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -301,4 +302,16 @@ async def test_stats(api: Api) -> None:
     assert s["by_vendor"] == {"acme": {"PENDING": 1}, "globex": {"FAILED": 1}}
     assert s["due"] == 1
     assert s["paused_vendors"] == {}
+    assert s["circuit_open"] == {}
     assert s["at"].endswith("Z")
+
+
+async def test_an_open_circuit_breaker_shows_in_stats_and_metrics(api: Api) -> None:
+    now = api.service.clock.now()
+    until = now + timedelta(minutes=5)
+    await api.service.store.open_circuit("globex", now=now, until=until, note="3 timeouts")
+    s = (await api.client.get("/api/v1/stats", headers=auth("viewer"))).json()
+    assert list(s["circuit_open"]) == ["globex"]
+    assert s["paused_vendors"] == {}  # not an operator's pause
+    text = (await api.client.get("/metrics")).text
+    assert 'orderwatch_vendor_circuit_open{vendor="globex"} 1.0' in text

@@ -233,9 +233,9 @@ async def test_renew_and_release(store: SqlStore) -> None:
 async def test_next_due_at_ignores_leased_rows(store: SqlStore) -> None:
     await store.insert_orders([new_order("A1")], now=NOW)
     await store.insert_orders([new_order("A2")], now=NOW + timedelta(minutes=3))
-    assert await store.next_due_at(real_now=NOW) == NOW
+    assert await store.next_due_at(now=NOW, real_now=NOW) == NOW
     await claim(store, limit=1)
-    assert await store.next_due_at(real_now=NOW) == NOW + timedelta(minutes=3)
+    assert await store.next_due_at(now=NOW, real_now=NOW) == NOW + timedelta(minutes=3)
 
 
 # ---------------------------------------------------------------- reading
@@ -326,9 +326,41 @@ async def test_pause_hides_a_vendors_orders_from_claims(store: SqlStore) -> None
     assert await store.pause_vendor("acme", now=NOW, actor="op", note="vendor asked") is True
     assert await store.pause_vendor("acme", now=NOW, actor="op", note=None) is False
     assert [o.order_no for o in await claim(store)] == ["B1"]
-    assert await store.next_due_at(real_now=NOW) is None
+    assert await store.next_due_at(now=NOW, real_now=NOW) is None
     assert await store.resume_vendor("acme") is True
     assert [o.order_no for o in await claim(store)] == ["A1"]
+
+
+async def test_open_circuit_hides_a_vendor_until_it_closes_by_itself(store: SqlStore) -> None:
+    await store.insert_orders([new_order("A1"), new_order("B1", vendor="beta")], now=NOW)
+    until = NOW + timedelta(minutes=5)
+    assert await store.open_circuit("acme", now=NOW, until=until, note="3 timeouts") is True
+    assert await store.open_circuits(now=NOW) == {"acme": until}
+    assert await store.paused_vendors() == {}  # an operator's pause is another thing
+    assert [o.order_no for o in await claim(store)] == ["B1"]
+    assert await store.next_due_at(now=NOW, real_now=NOW) is None
+    # once its time is over, the vendor's orders are claimed again, row or no row
+    later = NOW + timedelta(minutes=6)
+    assert await store.open_circuits(now=later) == {}
+    assert [o.order_no for o in await claim(store, now=later, real_now=NOW)] == ["A1"]
+    assert await store.close_circuit("acme") is True
+    assert await store.close_circuit("acme") is False
+
+
+async def test_circuit_breaker_never_overrides_an_operators_pause(store: SqlStore) -> None:
+    await store.insert_orders([new_order("A1")], now=NOW)
+    assert await store.pause_vendor("acme", now=NOW, actor="op", note=None) is True
+    until = NOW + timedelta(minutes=5)
+    assert await store.open_circuit("acme", now=NOW, until=until, note="x") is False
+    assert await store.close_circuit("acme") is False  # the operator's pause stays
+    assert list(await store.paused_vendors()) == ["acme"]
+    assert await claim(store, now=NOW + timedelta(hours=1)) == []
+    # and an operator pausing a vendor whose breaker is open makes it a lasting pause
+    await store.resume_vendor("acme")
+    await store.open_circuit("acme", now=NOW, until=until, note="x")
+    assert await store.pause_vendor("acme", now=NOW, actor="op", note=None) is True
+    assert await store.open_circuits(now=NOW) == {}
+    assert await claim(store, now=NOW + timedelta(hours=1)) == []
 
 
 async def test_concurrent_upgrades_do_not_collide(store: SqlStore) -> None:

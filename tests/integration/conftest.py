@@ -164,7 +164,7 @@ async def drive(
         open_orders = [o for o in orders.values() if not o.status.is_final]
         for o in open_orders:
             assert o.next_run_at is not None, f"{o.order_no} is {o.status} with no next_run_at"
-        due = await service.store.next_due_at(real_now=clock.real())
+        due = await service.store.next_due_at(now=clock.now(), real_now=clock.real())
         if wanted and not open_orders:
             return orders
         if not wanted and due is None:

@@ -648,6 +648,9 @@ def create_app(
     )
     app.include_router(router)
     _install_error_handlers(app)
+    from ..console import mount as mount_console
+
+    mount_console(app)  # the operator console at /console (issue 9)
     app.add_middleware(
         Guard,
         max_body=max_body,
@@ -1094,7 +1097,7 @@ async def resume_vendor(request: Request, name: VendorName, caller: Operator) ->
     f"{PREFIX}/stats",
     operation_id="getStats",
     response_model=StatsOut,
-    summary="Counts by status, reason and vendor; due backlog; paused vendors",
+    summary="Counts by status, reason and vendor; due backlog; paused vendors; open circuits",
     description="Roles: all.",
     tags=["stats"],
     responses=_errors(*AUTH_ERRORS, 422),
@@ -1105,6 +1108,7 @@ async def stats(request: Request, caller: Reader) -> Response:
     now = service.clock.now()
     counts = await service.store.counts(now=now)
     paused = await service.store.paused_vendors()
+    circuits = await service.store.open_circuits(now=now)
     return _json(
         {
             "by_status": {s.value: counts.by_status.get(s.value, 0) for s in Status},
@@ -1112,6 +1116,7 @@ async def stats(request: Request, caller: Reader) -> Response:
             "by_vendor": {v: dict(sorted(c.items())) for v, c in sorted(counts.by_vendor.items())},
             "due": counts.due,
             "paused_vendors": {v: rfc3339(t) for v, t in sorted(paused.items())},
+            "circuit_open": {v: rfc3339(t) for v, t in sorted(circuits.items())},
             "at": rfc3339(now),
         }
     )
@@ -1162,12 +1167,14 @@ async def metrics(request: Request) -> Response:
     now = ctx.service.clock.now()
     counts = await ctx.service.store.counts(now=now)
     paused = await ctx.service.store.paused_vendors()
+    circuits = await ctx.service.store.open_circuits(now=now)
     snapshot = m.Snapshot(
         by_status=counts.by_status,
         by_vendor=counts.by_vendor,
         by_reason=counts.by_reason,
         due=counts.due,
         paused=list(paused),
+        circuit_open=list(circuits),
     )
     return Response(
         m.exposition(ctx.registry, snapshot),

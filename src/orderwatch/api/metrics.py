@@ -24,6 +24,7 @@ __all__ = [
     "REGISTRY",
     "HttpMetrics",
     "Snapshot",
+    "circuit_changed",
     "exposition",
     "lateness",
     "order_finished",
@@ -63,6 +64,14 @@ LATENESS_SECONDS = Histogram(
 )
 
 
+CIRCUIT_OPENINGS = Counter(
+    "orderwatch_vendor_circuit_openings",
+    "Times this process opened a vendor's circuit breaker (transport failures in a row).",
+    ["vendor"],
+    registry=REGISTRY,
+)
+
+
 _CHILDREN: dict[tuple[str, ...], Any] = {}  # labels() is the costly part: look each up once
 
 
@@ -83,6 +92,12 @@ def vendor_call(vendor: str, kind: str, seconds: float, outcome: str) -> None:
 def order_finished(status: str, reason: str | None) -> None:
     """An order reached a final status (written back, not discarded)."""
     ORDER_OUTCOMES.labels(status, reason or "").inc()
+
+
+def circuit_changed(vendor: str, *, opened: bool) -> None:
+    """A vendor's circuit breaker opened (or closed) in this process."""
+    if opened:
+        CIRCUIT_OPENINGS.labels(vendor).inc()
 
 
 def lateness(real_seconds: float) -> None:
@@ -125,6 +140,7 @@ class Snapshot:
     by_reason: Mapping[str, int] = field(default_factory=dict)
     due: int = 0
     paused: Iterable[str] = ()
+    circuit_open: Iterable[str] = ()
     ready: bool = True
 
     def collect(self) -> Iterable[Metric]:
@@ -156,6 +172,14 @@ class Snapshot:
         for vendor in sorted(self.paused):
             paused.add_metric([vendor], 1)
         yield paused
+        circuit = GaugeMetricFamily(
+            "orderwatch_vendor_circuit_open",
+            "1 for each vendor whose circuit breaker is open (calls to it held back).",
+            labels=["vendor"],
+        )
+        for vendor in sorted(self.circuit_open):
+            circuit.add_metric([vendor], 1)
+        yield circuit
 
 
 def exposition(app_registry: CollectorRegistry, snapshot: Snapshot) -> bytes:

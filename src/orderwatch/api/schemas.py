@@ -180,6 +180,10 @@ class StatsOut(BaseModel):
     by_vendor: dict[str, dict[str, int]]
     due: int = Field(description="Open orders past their next_run_at: the backlog.")
     paused_vendors: dict[str, datetime]
+    circuit_open: dict[str, datetime] = Field(
+        description="Vendors whose circuit breaker is open, with when it lets calls through "
+        "again (schedule time); their orders wait, nothing fails because of it."
+    )
     at: datetime
 
 

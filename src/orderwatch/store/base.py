@@ -4,8 +4,8 @@ The engine, the CLI and the API speak to storage only through :class:`Store`. Ev
 that follows a claim is *fenced*: it carries the lease token the claim handed out and is
 applied only if the row still holds that token. A worker whose lease expired and was taken
 over gets its write discarded (reported back, never raised), so an answer is never applied
-twice. Implementations: :mod:`.sql` (SQLite, PostgreSQL, MySQL/MariaDB) and :mod:`.memory`
-(a double for fast tests); ``tests/contract`` runs one suite against each.
+twice. The implementation is :mod:`.sql` (SQLite, PostgreSQL, MySQL/MariaDB);
+``tests/contract`` runs one suite against each database.
 """
 
 from __future__ import annotations
@@ -19,6 +19,9 @@ from ..lifecycle import Event, Transition
 from ..order import NewOrder, Order
 
 T = TypeVar("T")
+
+#: The actor recorded on a pause that a vendor's circuit breaker opened.
+CIRCUIT_BREAKER = "circuit-breaker"
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,7 +118,7 @@ class Store(Protocol):
 
     async def release(self, tokens: Mapping[int, str]) -> None: ...
 
-    async def next_due_at(self, *, real_now: datetime) -> datetime | None: ...
+    async def next_due_at(self, *, now: datetime, real_now: datetime) -> datetime | None: ...
 
     async def get_order(self, order_no: str) -> Order | None: ...
 
@@ -145,7 +148,15 @@ class Store(Protocol):
 
     async def resume_vendor(self, vendor: str) -> bool: ...
 
-    async def paused_vendors(self) -> dict[str, datetime]: ...
+    async def paused_vendors(self) -> dict[str, datetime]:
+        """Operators' pauses (they last until resumed), with when each began."""
+
+    async def open_circuit(self, vendor: str, *, now: datetime, until: datetime, note: str) -> bool:
+        """Pause a vendor until ``until`` (schedule time) because calls to it keep failing."""
+
+    async def close_circuit(self, vendor: str) -> bool: ...
+
+    async def open_circuits(self, *, now: datetime) -> dict[str, datetime]: ...
 
     async def claim_outbox(
         self, *, now: datetime, real_now: datetime, limit: int, lease: float

@@ -60,7 +60,10 @@ class HotPath:
             "mysql": " FOR UPDATE SKIP LOCKED",
         }.get(dialect, "")
         cols = ", ".join(ORDER_COLUMNS)
-        not_paused = "vendor NOT IN (SELECT vendor FROM vendor_pauses)"
+        # an operator's pause lasts until resumed; a circuit breaker's until its end
+        not_paused = (
+            "vendor NOT IN (SELECT vendor FROM vendor_pauses WHERE until IS NULL OR until > :now)"
+        )
         self.claim_select = self._sql(
             f"SELECT {cols} FROM orders WHERE next_run_at IS NOT NULL AND next_run_at <= :now"
             " AND (locked_until IS NULL OR locked_until < :real_now)"

@@ -156,6 +156,7 @@ vendor_pauses = Table(
     Column("paused_at", UTCDateTime(), nullable=False),
     Column("actor", String(64)),
     Column("note", Text),
+    Column("until", UTCDateTime()),  # schedule time; NULL: until an operator resumes
 )
 
 order_tombstones = Table(

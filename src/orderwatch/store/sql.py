@@ -29,6 +29,7 @@ from ..lifecycle import Event, Transition
 from ..order import NewOrder, Order, Recipient, evolve
 from ..statuses import Reason, Status
 from .base import (
+    CIRCUIT_BREAKER,
     Counts,
     InsertResult,
     OrderFilter,
@@ -503,9 +504,9 @@ class SqlStore:
 
         await self._run(work)
 
-    async def next_due_at(self, *, real_now: datetime) -> datetime | None:
+    async def next_due_at(self, *, now: datetime, real_now: datetime) -> datetime | None:
         hot = self._hot
-        params = {"real_now": hot.time_in(real_now)}
+        params = {"now": hot.time_in(now), "real_now": hot.time_in(real_now)}
 
         def work(conn: Connection) -> datetime | None:
             cur = conn.connection.cursor()
@@ -705,11 +706,13 @@ class SqlStore:
         """Pause a vendor; False if it was paused already."""
 
         def work(conn: Connection) -> bool:
-            exists = conn.execute(
-                select(vendor_pauses.c.vendor).where(vendor_pauses.c.vendor == vendor)
+            row = conn.execute(
+                select(vendor_pauses.c.until).where(vendor_pauses.c.vendor == vendor)
             ).first()
-            if exists:
+            if row is not None and row.until is None:
                 return False
+            if row is not None:  # an open circuit breaker becomes the operator's pause
+                conn.execute(vendor_pauses.delete().where(vendor_pauses.c.vendor == vendor))
             conn.execute(
                 vendor_pauses.insert().values(vendor=vendor, paused_at=now, actor=actor, note=note)
             )
@@ -726,8 +729,63 @@ class SqlStore:
 
     async def paused_vendors(self) -> dict[str, datetime]:
         def work(conn: Connection) -> dict[str, datetime]:
-            rows = conn.execute(select(vendor_pauses.c.vendor, vendor_pauses.c.paused_at))
+            rows = conn.execute(
+                select(vendor_pauses.c.vendor, vendor_pauses.c.paused_at).where(
+                    vendor_pauses.c.until.is_(None)
+                )
+            )
             return {r.vendor: r.paused_at for r in rows}
+
+        return await self._run(work, write=False)
+
+    async def open_circuit(self, vendor: str, *, now: datetime, until: datetime, note: str) -> bool:
+        """Open (or extend) a vendor's circuit breaker; an operator's pause is left alone."""
+
+        def work(conn: Connection) -> bool:
+            row = conn.execute(
+                select(vendor_pauses.c.until).where(vendor_pauses.c.vendor == vendor)
+            ).first()
+            if row is None:
+                conn.execute(
+                    vendor_pauses.insert().values(
+                        vendor=vendor, paused_at=now, actor=CIRCUIT_BREAKER, note=note, until=until
+                    )
+                )
+                return True
+            if row.until is None:
+                return False  # paused by an operator: that pause rules
+            conn.execute(
+                vendor_pauses.update()
+                .where(vendor_pauses.c.vendor == vendor, vendor_pauses.c.until.is_not(None))
+                .values(paused_at=now, note=note, until=until)
+            )
+            return True
+
+        return await self._run(work)
+
+    async def close_circuit(self, vendor: str) -> bool:
+        """Close a vendor's circuit breaker (calls went through again)."""
+
+        def work(conn: Connection) -> bool:
+            result = conn.execute(
+                vendor_pauses.delete().where(
+                    vendor_pauses.c.vendor == vendor, vendor_pauses.c.until.is_not(None)
+                )
+            )
+            return bool(result.rowcount)
+
+        return await self._run(work)
+
+    async def open_circuits(self, *, now: datetime) -> dict[str, datetime]:
+        """Vendors whose circuit breaker is open at ``now``, with when it closes."""
+
+        def work(conn: Connection) -> dict[str, datetime]:
+            rows = conn.execute(
+                select(vendor_pauses.c.vendor, vendor_pauses.c.until).where(
+                    vendor_pauses.c.until > now
+                )
+            )
+            return {r.vendor: r.until for r in rows}
 
         return await self._run(work, write=False)
 
@@ -843,6 +901,10 @@ class SqlStore:
     async def execute(self, fn: Callable[[Connection], T]) -> T:
         """Run ``fn(connection)`` in one transaction on the database thread."""
         return await self._run(fn)
+
+    async def read(self, fn: Callable[[Connection], T]) -> T:
+        """Run the read-only ``fn(connection)`` on the database thread (store/reports.py)."""
+        return await self._run(fn, write=False)
 
     # ------------------------------------------------------------------ outbox delivery order
 

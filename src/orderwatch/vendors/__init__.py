@@ -3,7 +3,7 @@
 An adapter turns ``place(order)`` and ``query(order)`` into an
 :class:`~orderwatch.outcomes.Exchange`. It must never raise for anything a vendor does;
 whatever cannot be trusted becomes ``Abnormal``. Adapters are found by name in the entry
-point group ``orderwatch.vendors`` (``adapter = "reference"`` is built in).
+point group ``orderwatch.vendors`` (``adapter = "reference"`` and ``"mapped"`` are built in).
 """
 
 from __future__ import annotations
@@ -38,6 +38,10 @@ def adapter_factory(name: str) -> AdapterFactory:
         from .reference import ReferenceAdapter
 
         return ReferenceAdapter
+    if name == "mapped":
+        from .mapped import MappedAdapter
+
+        return MappedAdapter
     for ep in entry_points(group="orderwatch.vendors"):
         if ep.name == name:
             factory: AdapterFactory = ep.load()

@@ -94,11 +94,19 @@ def interpret(
     http_status: int,
     body: bytes,
     retry_after: float | None,
-    secret: str,
-    sign_type: str,
     status_map: Mapping[str, str],
+    secret: str = "",
+    sign_type: str = "HMAC-SHA256",
+    signer: signing.Signer | None = None,
+    sign_location: str = "body",
+    header_signature: str | None = None,
 ) -> tuple[Outcome, str | None]:
-    """Turn one HTTP answer into an outcome and the vendor's code. Never raises."""
+    """Turn one HTTP answer into an outcome and the vendor's code. Never raises.
+
+    The answer is verified with ``signer`` (default: ``sign_type`` with ``secret``): the
+    signature is the body's signature field, or ``header_signature`` (the value of the
+    vendor's signature header, None if it sent none) when ``sign_location`` is "header".
+    """
     if http_status == 503:
         return Abnormal("maintenance", "HTTP 503", retry_after), None
     if http_status != 200:
@@ -112,11 +120,14 @@ def interpret(
     code = answer.get("code")
     if not isinstance(code, str):
         return Abnormal("malformed", "answer has no string field 'code'"), None
-    try:
-        if not signing.verify(answer, secret, sign_type):
-            return Abnormal("bad_signature", "answer signature missing or wrong"), code
-    except (TypeError, ValueError, RecursionError) as exc:  # a value json cannot write back
-        return Abnormal("bad_signature", f"answer cannot be canonicalised: {exc}"), code
+    if signer is None:
+        signer = signing.Signer(sign_type=sign_type, secret=secret)
+    if sign_location == "header":
+        signed = signer.verify(answer, header_signature)
+    else:
+        signed = signer.verify_fields(answer)
+    if not signed:  # also a value json cannot write back: verify never raises
+        return Abnormal("bad_signature", "answer signature missing or wrong"), code
     message = answer.get("message")
     if message is not None and not isinstance(message, str):
         return Abnormal("malformed", "field 'message' must be a string"), code
@@ -177,7 +188,9 @@ class ReferenceAdapter:
         self.name = name
         self.settings = settings
         self.clock = clock
-        self._secret = settings.secret.get_secret_value()
+        self._signer = signing.signer_for(settings)
+        self._sign_header = settings.sign_header if settings.sign_location == "header" else None
+        self._headers = {"Content-Type": "application/json; charset=utf-8"}
         self._own_session = session is None
         self._session = session
         self._timeout = aiohttp.ClientTimeout(total=settings.timeout.total_seconds())
@@ -200,14 +213,21 @@ class ReferenceAdapter:
             await self._session.close()
         self._session = None
 
-    def _signed(self, fields: dict[str, Any]) -> bytes:
+    def _signed(self, fields: dict[str, Any]) -> tuple[bytes, dict[str, str]]:
+        """The signed body and the request headers (the signature goes in the body's
+        ``sign_field`` or in the ``sign_header``)."""
         fields["timestamp"] = int(self.clock.now().timestamp())
         fields["nonce"] = os.urandom(12).hex()
-        fields["sign"] = signing.sign(fields, self._secret, self.settings.sign_type)
-        return json.dumps(fields, ensure_ascii=False, separators=(",", ":")).encode()
+        signature = self._signer.sign(fields)
+        headers = self._headers
+        if self._sign_header is None:
+            fields[self._signer.sign_field] = signature
+        else:
+            headers = {**headers, self._sign_header: signature}
+        return json.dumps(fields, ensure_ascii=False, separators=(",", ":")).encode(), headers
 
     async def place(self, order: Order) -> Exchange:
-        body = self._signed(
+        body, headers = self._signed(
             {
                 "merchant_id": self.settings.merchant_id,
                 "order_no": order.order_no,
@@ -221,20 +241,24 @@ class ReferenceAdapter:
                 "points": order.points,
             }
         )
-        return await self._exchange("place", self._place_url, body)
+        return await self._exchange("place", self._place_url, body, headers)
 
     async def query(self, order: Order) -> Exchange:
-        body = self._signed({"merchant_id": self.settings.merchant_id, "order_no": order.order_no})
-        return await self._exchange("query", self._query_url, body)
+        body, headers = self._signed(
+            {"merchant_id": self.settings.merchant_id, "order_no": order.order_no}
+        )
+        return await self._exchange("query", self._query_url, body, headers)
 
-    async def _exchange(self, kind: str, url: str, body: bytes) -> Exchange:
+    async def _exchange(
+        self, kind: str, url: str, body: bytes, headers: Mapping[str, str]
+    ) -> Exchange:
         started = time.perf_counter()
         session = self._get_session()
         try:
             async with session.post(
                 url,
                 data=body,
-                headers={"Content-Type": "application/json; charset=utf-8"},
+                headers=headers,
                 allow_redirects=False,
             ) as resp:
                 status = resp.status
@@ -245,6 +269,9 @@ class ReferenceAdapter:
                 else:
                     raw, too_big = await _read_limited(resp)
                 retry_after = retry_after_seconds(resp.headers.get("Retry-After"), self.clock.now())
+                header_signature = (
+                    resp.headers.get(self._sign_header) if self._sign_header is not None else None
+                )
         except TimeoutError:
             return Exchange(
                 Abnormal("timeout", f"no answer within {self._timeout.total}s"),
@@ -270,9 +297,10 @@ class ReferenceAdapter:
             http_status=status,
             body=raw,
             retry_after=retry_after,
-            secret=self._secret,
-            sign_type=self.settings.sign_type,
             status_map=self._status_map,
+            signer=self._signer,
+            sign_location=self.settings.sign_location,
+            header_signature=header_signature,
         )
         return Exchange(outcome, latency, status, code)
 

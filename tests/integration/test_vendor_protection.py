@@ -1,0 +1,139 @@
+"""A vendor that goes down, and one that must not be called too fast (issue 8).
+
+Real worker, real simulator over loopback, SQLite. The circuit breaker must keep a vendor's
+outage from failing anything: calls stop while it is open, do not count toward max_polls,
+and resume by themselves when the vendor is back.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from datetime import datetime, timedelta
+
+from tests.integration.test_pipeline import new_order
+
+from orderwatch.clock import ManualClock
+from orderwatch.service import Service
+from orderwatch.simulator import Simulator
+from orderwatch.statuses import Status
+from orderwatch.worker import Worker
+
+MakeSimulator = Callable[..., Awaitable[Simulator]]
+MakeService = Callable[..., Awaitable[Service]]
+MakeWorker = Callable[..., Worker]
+
+POLLING = {
+    "initial_delay": "10m",
+    "initial_interval": "5m",
+    "factor": 2.0,
+    "max_interval": "20m",
+    "max_polls": 40,
+    "deadline": "7d",
+}
+
+
+async def run_until(
+    service: Service, worker: Worker, clock: ManualClock, end: datetime, seen: set[str]
+) -> None:
+    """Burst rounds, moving the clock to the next due time or breaker end, up to ``end``."""
+    for _ in range(500):
+        await worker.run(burst=True)
+        circuits = await service.store.open_circuits(now=clock.now())
+        seen.update(circuits)
+        due = await service.store.next_due_at(now=clock.now(), real_now=clock.real())
+        candidates = [t for t in (due, *circuits.values()) if t is not None]
+        nxt = min(candidates, default=end)
+        if nxt <= clock.now():
+            nxt = clock.now() + timedelta(seconds=1)
+        if nxt >= end:
+            clock.set(end)
+            return
+        clock.set(nxt)
+    raise AssertionError("schedule did not reach its end in 500 rounds")
+
+
+async def test_vendor_down_an_hour_fails_nothing_and_calls_resume(
+    make_simulator: MakeSimulator,
+    make_service: MakeService,
+    make_worker: MakeWorker,
+    clock: ManualClock,
+) -> None:
+    sim = await make_simulator(clock, delivery_min=4 * 3600.0, delivery_max=5 * 3600.0)
+    port = int(sim.base_url.rsplit(":", 1)[1])
+    service = await make_service(
+        sim.base_url,
+        clock,
+        polling=POLLING,
+        vendor={"concurrency": 2, "circuit_breaker": {"failures": 3, "open_for": "10m"}},
+    )
+    nos = [f"CB{i:02d}" for i in range(20)]
+    await service.submit([new_order(no) for no in nos], actor="test")
+    worker = make_worker(service)
+    seen: set[str] = set()
+    start = clock.now()
+    await run_until(service, worker, clock, start + timedelta(minutes=30), seen)
+    before = {no: await service.store.get_order(no) for no in nos}
+    assert all(o is not None and o.status is Status.ORDERED for o in before.values())
+    queries_before = sim.stats()["queries"]
+
+    await sim.stop()  # the vendor is down: connections refused
+    await run_until(service, worker, clock, clock.now() + timedelta(hours=1), seen)
+    down = {no: await service.store.get_order(no) for no in nos}
+    assert seen == {"acme"}, "the breaker never opened"
+    assert worker.stats.deferred > 0
+    assert all(o is not None and not o.status.is_final for o in down.values()), {
+        no: (o.status, o.reason) for no, o in down.items() if o is not None
+    }
+    # Without the breaker every order would have polled the dead vendor 3-4 times in that
+    # hour (about 70 calls); with it: the calls in flight when it went down, then one
+    # probe per opening.
+    failed_calls = sum(o.abnormal for o in down.values() if o is not None)
+    assert failed_calls <= 3 + 2 + 8, failed_calls
+    kinds = [e.kind for o in down.values() if o for e in await service.store.get_events(o.id)]
+    assert kinds.count("deferred") == worker.stats.deferred  # each one on the timeline
+
+    await sim.start("127.0.0.1", port)  # back
+    await run_until(service, worker, clock, clock.now() + timedelta(days=1), seen)
+    after = {no: await service.store.get_order(no) for no in nos}
+    assert all(o is not None and o.status is Status.SUCCEEDED for o in after.values()), {
+        no: (o.status, o.reason) for no, o in after.items() if o is not None
+    }
+    assert sim.stats()["queries"] > queries_before
+    assert sim.stats()["max_place_requests"] == 1
+    assert await service.store.open_circuits(now=clock.now()) == {}
+
+
+async def place_all(
+    make_simulator: MakeSimulator,
+    make_service: MakeService,
+    make_worker: MakeWorker,
+    clock: ManualClock,
+    *,
+    n: int,
+    vendor: dict[str, object],
+) -> tuple[float, Simulator]:
+    sim = await make_simulator(clock)
+    service = await make_service(sim.base_url, clock, polling=POLLING, vendor=vendor)
+    await service.submit([new_order(f"RL{i:03d}") for i in range(n)], actor="test")
+    worker = make_worker(service)
+    started = time.perf_counter()
+    await worker.run(burst=True)
+    return time.perf_counter() - started, sim
+
+
+async def test_rate_limit_spaces_calls_to_a_vendor(
+    make_simulator: MakeSimulator,
+    make_service: MakeService,
+    make_worker: MakeWorker,
+    clock: ManualClock,
+) -> None:
+    n, rate = 30, 20.0
+    limited, sim = await place_all(
+        make_simulator, make_service, make_worker, clock, n=n, vendor={"rate_limit": rate}
+    )
+    assert sim.stats()["place_requests"] == n
+    assert limited >= (n - 1) / rate * 0.95, limited  # 30 calls at 20/s: at least 1.45 s
+    free, sim2 = await place_all(make_simulator, make_service, make_worker, clock, n=n, vendor={})
+    assert sim2.stats()["place_requests"] == n
+    assert free < limited / 2, (free, limited)
