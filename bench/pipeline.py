@@ -355,7 +355,7 @@ class Watch:
         second = {"places": 0, "queries": 0, "samples": 0, "idle": 0, "inflight": 0}
         while True:
             await asyncio.sleep(0.01)
-            n = len(self.worker._inflight)
+            n = self.worker.in_flight
             self.samples += 1
             self.inflight += n
             self.idle += n == 0
@@ -594,7 +594,12 @@ def run_role(role: str, args_json: str, out: str) -> None:
             # As `orderwatch worker` logs by default: info, logfmt (here to a file).
             stream = stack.enter_context(log_path.open("w", encoding="utf-8"))
             orderwatch.log.configure("info", "logfmt", stream=stream)
-        result = asyncio.run(ROLES[role](args))
+        if os.environ.get("OW_BENCH_LOOP") == "uvloop":  # experiment: both sides alike
+            import uvloop
+
+            result = uvloop.run(ROLES[role](args))
+        else:
+            result = asyncio.run(ROLES[role](args))
     if log_path is not None:
         with log_path.open(encoding="utf-8") as f:
             result["log_lines"] = sum(1 for _ in f)

@@ -1,9 +1,9 @@
 """The workload on Celery: Redis broker, polls as countdown tasks re-enqueued per attempt.
 
 Runs in the peers' venv. The worker is started by run.py as
-``python -m celery -A celery_peer worker -P gevent -c C`` (cwd bench/compare), one or more
-processes; the HTTP client is urllib3 (one ``PoolManager`` per process, ``maxsize=C``),
-green under gevent. Tasks:
+``python -m celery -A celery_peer worker -P threads -c C`` (cwd bench/compare), one or more
+processes (``--celery-pool gevent`` is the other choice; threads measured faster here); the
+HTTP client is urllib3 (one ``PoolManager`` per process, ``maxsize=C``). Tasks:
 
 * ``place(order)`` — signed place-order; when accepted, enqueues ``poll`` with
   ``countdown`` = the first poll delay.
@@ -21,6 +21,7 @@ worker's tasks come back rather than vanish: see bench/compare/README.md.
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 import time
@@ -49,7 +50,12 @@ app.conf.update(
     task_acks_late=True,
     task_reject_on_worker_lost=True,
     worker_prefetch_multiplier=4,
-    broker_transport_options={"visibility_timeout": cfg("visibility_timeout")},
+    # Every green thread publishes its next poll and acks: room for all of them.
+    broker_pool_limit=int(cfg("process_concurrency")) + 8,
+    broker_transport_options={
+        "visibility_timeout": cfg("visibility_timeout"),
+        "max_connections": 2 * int(cfg("process_concurrency")) + 16,
+    },
     broker_connection_retry_on_startup=True,
     worker_send_task_events=False,
     task_send_sent_event=False,
@@ -58,27 +64,21 @@ app.conf.update(
     accept_content=["json"],
 )
 
-_http: urllib3.PoolManager | None = None
-_store: redis.Redis | None = None
 
-
+@functools.cache
 def http() -> urllib3.PoolManager:
-    global _http
-    if _http is None:
-        _http = urllib3.PoolManager(
-            maxsize=int(cfg("process_concurrency")),
-            block=True,
-            timeout=urllib3.Timeout(total=30),
-            retries=False,
-        )
-    return _http
+    """One pool per worker process, as many connections as tasks in flight."""
+    return urllib3.PoolManager(
+        maxsize=int(cfg("process_concurrency")),
+        block=True,
+        timeout=urllib3.Timeout(total=30),
+        retries=False,
+    )
 
 
+@functools.cache
 def store() -> redis.Redis:
-    global _store
-    if _store is None:
-        _store = redis.Redis.from_url(cfg("redis_url"))
-    return _store
+    return redis.Redis.from_url(cfg("redis_url"))
 
 
 def post(path: str, body: bytes) -> tuple[int, bytes]:

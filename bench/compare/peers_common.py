@@ -6,15 +6,17 @@ with a signed place-order request, then poll it with signed queries on orderwatc
 capped, jittered ±``jitter``) until the answer is final or ``max_polls`` queries were
 answered, then store the final state. Times are schedule seconds divided by ``speed``.
 
-The signing code is orderwatch's own ``vendors/signing.py``, loaded from its file (it imports
-only the standard library), so the peers sign and verify exactly as the reference adapter does.
+The signature is the reference protocol's HMAC-SHA256 (DESIGN §5), re-implemented here in a
+few lines of standard library (orderwatch's ``vendors/signing.py`` needs orderwatch's
+dependencies); run.py checks at start that both give the same signatures.
 The run's settings come from the ``BENCH_CFG`` environment variable (JSON), so the Celery
 worker processes, which the ``celery`` command starts, see them too.
 """
 
 from __future__ import annotations
 
-import importlib.util
+import hashlib
+import hmac
 import json
 import os
 import random
@@ -24,12 +26,32 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 
-_spec = importlib.util.spec_from_file_location(
-    "ow_signing", ROOT / "src" / "orderwatch" / "vendors" / "signing.py"
-)
-assert _spec is not None and _spec.loader is not None
-signing = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(signing)
+
+def _text(value: Any) -> str:
+    kind = type(value)
+    if kind is str:
+        return str(value)
+    if kind is int:
+        return str(value)
+    if kind is bool:
+        return "true" if value else "false"
+    return json.dumps(value, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
+
+
+def sign(fields: dict[str, Any], secret: str) -> str:
+    """HMAC-SHA256 over DESIGN §5's canonical string, as orderwatch.vendors.signing.sign."""
+    text = "&".join(
+        f"{k}={_text(fields[k])}"
+        for k in sorted(fields)
+        if k != "sign" and fields[k] is not None and fields[k] != ""
+    )
+    return hmac.new(secret.encode(), text.encode(), hashlib.sha256).hexdigest()
+
+
+def verify(fields: dict[str, Any], secret: str) -> bool:
+    given = fields.get("sign")
+    return isinstance(given, str) and hmac.compare_digest(given, sign(fields, secret))
+
 
 CFG: dict[str, Any] = json.loads(os.environ.get("BENCH_CFG", "{}"))
 HEADERS = {"Content-Type": "application/json; charset=utf-8"}
@@ -60,7 +82,7 @@ def signed(fields: dict[str, Any]) -> bytes:
     """As ReferenceAdapter._signed (real time: the simulator does not check the clock)."""
     fields["timestamp"] = int(time.time())
     fields["nonce"] = os.urandom(12).hex()
-    fields["sign"] = signing.sign(fields, cfg("secret"))
+    fields["sign"] = sign(fields, cfg("secret"))
     return json.dumps(fields, ensure_ascii=False, separators=(",", ":")).encode()
 
 
@@ -93,7 +115,7 @@ def interpret(kind: str, http_status: int, raw: bytes) -> tuple[str, str | None]
         answer = json.loads(raw)
     except ValueError:
         return "error", "not JSON"
-    if not isinstance(answer, dict) or not signing.verify(answer, cfg("secret")):
+    if not isinstance(answer, dict) or not verify(answer, cfg("secret")):
         return "error", "bad signature"
     code = answer.get("code")
     data = answer.get("data") or {}

@@ -16,10 +16,8 @@ Scheduled jobs are found by polling (``fetch_job_polling_interval``, see run.py'
 worker's jobs stay ``doing`` until someone retries them: each worker runs the documented
 recipe (retry the jobs of workers whose heartbeat is stale, every 2 s).
 
-    python procrastinate_peer.py setup                  # schema + bench_final table
-    python procrastinate_peer.py enqueue N PREFIX [WAITING]
-    python procrastinate_peer.py worker
-    python procrastinate_peer.py collect
+    python -c 'import procrastinate_peer as p; p.main(["setup"])'   # schema + bench_final
+    ... p.main(["enqueue", N, PREFIX, WAITING]) / p.main(["worker"]) / p.main(["collect"])
 """
 
 from __future__ import annotations
@@ -51,19 +49,19 @@ app = App(
         conninfo=cfg("pg_dsn"), min_size=2, max_size=max(4, CONCURRENCY // 2 + 2)
     )
 )
-_session: aiohttp.ClientSession | None = None
+_sessions: list[aiohttp.ClientSession] = []
 
 
 def session() -> aiohttp.ClientSession:
-    global _session
-    if _session is None:
+    """One session per worker process (created in the worker's event loop)."""
+    if not _sessions:
         connector = aiohttp.TCPConnector(
             limit=CONCURRENCY, ttl_dns_cache=300, enable_cleanup_closed=True
         )
-        _session = aiohttp.ClientSession(
-            connector=connector, timeout=aiohttp.ClientTimeout(total=30)
+        _sessions.append(
+            aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=30))
         )
-    return _session
+    return _sessions[0]
 
 
 async def post(path: str, body: bytes) -> tuple[int, bytes]:
@@ -164,8 +162,8 @@ async def worker() -> None:
             )
         finally:
             reaper.cancel()
-            if _session is not None:
-                await _session.close()
+            for s in _sessions:
+                await s.close()
 
 
 async def collect() -> dict[str, Any]:
@@ -174,8 +172,9 @@ async def collect() -> dict[str, Any]:
     return summarise(r["record"] for r in rows)
 
 
-if __name__ == "__main__":
-    cmd = sys.argv[1]
+def main(argv: list[str]) -> None:
+    cmd = argv[0]
+    sys.argv = [sys.argv[0], *argv]
     if cmd == "setup":
         asyncio.run(setup())
     elif cmd == "enqueue":
@@ -187,3 +186,9 @@ if __name__ == "__main__":
         json.dump(asyncio.run(collect()), sys.stdout)
     else:
         raise SystemExit(f"unknown command {cmd!r}")
+
+
+if __name__ == "__main__":
+    # Run as ``python -c "import procrastinate_peer as p; p.main([...])"``: procrastinate warns
+    # when its App lives in the __main__ module.
+    main(sys.argv[1:])

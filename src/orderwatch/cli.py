@@ -419,7 +419,13 @@ def simulator(
         str,
         typer.Option(envvar="ORDERWATCH_SIM_SECRET", help="Signing secret shared with orderwatch."),
     ] = "demo-secret",
-    sign_type: Annotated[str, typer.Option(help="HMAC-SHA256 or MD5.")] = "HMAC-SHA256",
+    sign_type: Annotated[
+        str,
+        typer.Option(
+            help="HMAC-SHA256, MD5, WECHAT-HMAC-SHA256, SM3, RSA2 or SM2 (RSA2/SM2: "
+            "--set private_key=FILE --set merchant_public_key=FILE)."
+        ),
+    ] = "HMAC-SHA256",
     speed: Annotated[float | None, typer.Option(help="Compressed clock speed.")] = None,
     clock_start: Annotated[float | None, typer.Option(help="Compressed clock origin.")] = None,
     set_: Annotated[

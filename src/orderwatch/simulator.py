@@ -17,6 +17,7 @@ because they exercise the client's HTTP timeouts, which stay in real time.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import json
 import math
@@ -31,7 +32,7 @@ from aiohttp import web
 
 from .clock import Clock, SystemClock
 from .sim_dialect import REFERENCE, Dialect
-from .vendors.signing import SIGN_TYPES, sign, verify
+from .vendors.signing import DEFAULT_SM2_USER_ID, SIGN_TYPES, Signer
 
 __all__ = ["Dialect", "Simulator", "SimulatorConfig", "serve"]
 
@@ -67,6 +68,15 @@ class SimulatorConfig:
     merchant_id: str = "M0001"
     secret: str = "demo-secret"
     sign_type: str = "HMAC-SHA256"
+    # Signing options (vendors/signing.py); where the signature goes is the dialect's.
+    # RSA2/SM2: the vendor's own private key and orderwatch's public key, each as PEM text
+    # or a file path (SM2: or hex).
+    private_key: str = ""
+    merchant_public_key: str = ""
+    sm2_user_id: str = DEFAULT_SM2_USER_ID
+    sign_exclude: list[str] = field(default_factory=list)
+    sign_keep_empty: bool = False
+    sign_hex_case: str = ""  # "" = the scheme's default, or "lower" / "upper"
     seed: int = 1
     # Decided once per order from (seed, order_no).
     reject_rate: float = 0.0
@@ -118,6 +128,8 @@ class SimulatorConfig:
             problems.append("late_min: must not exceed late_max")
         if self.sign_type not in SIGN_TYPES:
             problems.append(f"sign_type: must be one of {', '.join(SIGN_TYPES)}")
+        else:
+            problems.extend(_signing_problems(self))
         if self.maintenance_style not in _MAINTENANCE_STYLES:
             problems.append(f"maintenance_style: must be one of {', '.join(_MAINTENANCE_STYLES)}")
         if not self.merchant_id:
@@ -176,6 +188,60 @@ _GARBAGE = (
     b"<html><head><title>502 Bad Gateway</title></head>"
     b"<body><center><h1>502 Bad Gateway</h1></center><hr><center>nginx</center></body></html>"
 )
+
+
+def _signer(cfg: SimulatorConfig) -> Signer:
+    """The simulated vendor's signer: it signs with its key, verifies with the merchant's."""
+    return _cached_signer(
+        sign_type=cfg.sign_type,
+        secret=cfg.secret,
+        private_key=cfg.private_key or None,
+        public_key=cfg.merchant_public_key or None,
+        exclude=tuple(cfg.sign_exclude),
+        keep_empty=cfg.sign_keep_empty,
+        hex_case=cfg.sign_hex_case or None,
+        sm2_user_id=cfg.sm2_user_id,
+    )
+
+
+@functools.lru_cache(maxsize=32)
+def _cached_signer(
+    *,
+    sign_type: str,
+    secret: str,
+    private_key: str | None,
+    public_key: str | None,
+    exclude: tuple[str, ...],
+    keep_empty: bool,
+    hex_case: Any,
+    sm2_user_id: str,
+) -> Signer:
+    return Signer(
+        sign_type=sign_type,
+        secret=secret,
+        private_key=private_key,
+        public_key=public_key,
+        exclude=exclude,
+        keep_empty=keep_empty,
+        hex_case=hex_case,
+        sm2_user_id=sm2_user_id,
+    )
+
+
+def _signing_problems(cfg: SimulatorConfig) -> list[str]:
+    if not isinstance(cfg.sign_exclude, list) or not all(
+        isinstance(name, str) and name for name in cfg.sign_exclude
+    ):
+        return ["sign_exclude: must be a list of field names"]
+    if not isinstance(cfg.sign_keep_empty, bool):
+        return ["sign_keep_empty: must be true or false"]
+    if cfg.sign_hex_case not in ("", "lower", "upper"):
+        return ["sign_hex_case: must be 'lower', 'upper' or '' (the scheme's default)"]
+    try:
+        _signer(cfg)
+    except ValueError as exc:
+        return [str(exc).replace("vendor_public_key:", "merchant_public_key:", 1)]
+    return []
 
 
 def _rolls(seed: int, order_no: str, kind: str, n: int) -> tuple[float, ...]:
@@ -404,8 +470,9 @@ class Simulator:
     def _signed(self, payload: dict[str, Any], *, bad_sign: bool = False) -> web.Response:
         cfg = self.config
         body = self.dialect.to_vendor(payload)
-        secret = cfg.secret + "\x00not-the-secret" if bad_sign else cfg.secret
-        signature = sign(body, secret, cfg.sign_type)
+        signer = _signer(cfg)
+        # bad_sign: a well-formed signature of other fields, so it is wrong for these
+        signature = signer.sign({**body, "\x00not-signed": "x"} if bad_sign else body)
         headers: dict[str, str] = {}
         if self.dialect.sign_location == "header":
             headers[self.dialect.sign_header] = signature
@@ -487,7 +554,7 @@ class Simulator:
             self.by_answer["bad_request"] += 1
             await self._latency(self._jitter_rng.random())
             return self._signed({"code": "E400", "message": problem})
-        if not verify(body if fields is None else fields, cfg.secret, cfg.sign_type):
+        if not _signer(cfg).verify_fields(body if fields is None else fields):
             self.by_answer["unauthorized"] += 1
             await self._latency(self._jitter_rng.random())
             return self._signed({"code": "E401", "message": "invalid sign"})

@@ -22,6 +22,9 @@ from .lifecycle import Event, Transition
 from .order import Order
 from .store.base import OutboxItem
 
+# One encoder for the hot path: json.dumps with options builds a new one per call.
+_JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+
 __all__ = [
     "event_view",
     "mask_address",
@@ -177,7 +180,7 @@ def notification_body(transition: Transition) -> str:
         "timestamp": rfc3339(transition.order.updated_at),
         "data": order_view(transition.order),
     }
-    return json.dumps(body, ensure_ascii=False, separators=(",", ":"))
+    return _JSON.encode(body)
 
 
 def outbox_item(transition: Transition, enabled: Collection[str]) -> OutboxItem | None:

@@ -18,12 +18,12 @@ import contextlib
 import os
 import random
 import socket
+import time
+from collections import deque
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
-
-from aiolimiter import AsyncLimiter
 
 from . import lifecycle
 from .api import metrics
@@ -41,6 +41,23 @@ from .views import outbox_item
 log = get_logger("orderwatch.worker")
 
 IDLE_MAX = 1.0  # real seconds between looks at the database when nothing seems due
+
+
+class Pacer:
+    """At most ``rate`` calls a second, evenly spaced: a call may go when ``1/rate`` seconds
+    have passed since the last one (no bursts, so no second ever sees more than ``rate + 1``)."""
+
+    def __init__(self, rate: float) -> None:
+        self.rate = rate
+        self._interval = 1.0 / rate
+        self._next = 0.0
+
+    def take(self, now: float) -> float:
+        """0 if a call may go now (and counts it), else the seconds until one may."""
+        if now < self._next:
+            return self._next - now
+        self._next = now + self._interval
+        return 0.0
 
 
 class Samples:
@@ -108,24 +125,33 @@ class Worker:
         self.rng = rng or random.Random()
         self.stats = WorkerStats()
         self.on_transition = on_transition
-        self._inflight: set[asyncio.Task[None]] = set()
+        # Claimed orders wait in _ready; at most worker.concurrency *lanes* (long-lived tasks)
+        # take them one by one, so an order costs no task and no semaphore of its own. An
+        # order whose vendor is at its concurrency or rate limit waits in _waiting[vendor],
+        # holding no lane, until that vendor has room again.
+        self._ready: deque[Order] = deque()
+        self._waiting: dict[str, deque[Order]] = {}
+        self._waiting_count = 0
+        self._busy = 0  # orders being processed in lanes
+        self._vendor_busy: dict[str, int] = {}
+        self._lanes: set[asyncio.Task[None]] = set()
+        self._rate_timers: set[str] = set()  # vendors with a rate wake-up scheduled
         self._held: dict[int, str] = {}  # order id -> lease token, until written back
         self._pending: list[Write] = []
         self._flush_lock = asyncio.Lock()
         self._flush_task: asyncio.Task[None] | None = None
         self._sent_queue: list[tuple[Write, asyncio.Future[bool]]] = []
         self._sent_task: asyncio.Task[None] | None = None
-        self._vendor_slots: dict[tuple[str, int], asyncio.Semaphore] = {}
-        self._limiters: dict[tuple[str, float], AsyncLimiter] = {}
+        self._pacers: dict[str, Pacer] = {}
         self.breakers = CircuitBreakers()
         self._probes: dict[str, asyncio.Event] = {}  # vendor -> its half-open probe is out
         self._background: set[asyncio.Task[None]] = set()
-        self._global_slots = asyncio.Semaphore(settings.current.worker.concurrency)
         self._wake = asyncio.Event()
         self._slot_free = asyncio.Event()
         self._sleep_until: datetime | None = None  # the loop sleeps until this schedule time
         self._earliest_written: datetime | None = None  # earliest next_run_at flushed lately
         self._stopping = False
+        self._draining = False  # shutting down: lanes start no new order
 
     # ------------------------------------------------------------------ control
 
@@ -142,6 +168,7 @@ class Worker:
     # ------------------------------------------------------------------ loops
 
     async def run(self, *, burst: bool = False) -> WorkerStats:
+        self._draining = False
         helpers = [
             asyncio.create_task(self._renew_leases()),
             asyncio.create_task(self.store.listen(self.wake)),  # PostgreSQL LISTEN/NOTIFY
@@ -158,10 +185,19 @@ class Worker:
     async def run_once(self) -> int:
         """Claim one batch, handle all of it, write it back; return how many were claimed."""
         claimed = await self._claim(self.settings.current.worker.batch_size)
-        if self._inflight:
-            await asyncio.gather(*list(self._inflight))
+        while self._lanes or self._waiting_count:
+            if self._lanes:
+                await asyncio.gather(*list(self._lanes))
+            else:
+                await self._wait(self._slot_free, 0.01)
+                self._slot_free.clear()
         await self.flush()
         return claimed
+
+    @property
+    def in_flight(self) -> int:
+        """Claimed orders not yet done with: waiting for a lane, for a vendor, or in a call."""
+        return len(self._ready) + self._waiting_count + self._busy
 
     async def _loop(self, burst: bool) -> None:
         delay = 0.5
@@ -182,9 +218,9 @@ class Worker:
         self._slot_free.clear()
         self._earliest_written = None
         wcfg = self.settings.current.worker
-        capacity = wcfg.concurrency + wcfg.batch_size - len(self._inflight)
+        capacity = wcfg.concurrency + wcfg.batch_size - self.in_flight
         threshold = max(1, min(wcfg.batch_size, wcfg.concurrency) // 2)
-        if capacity < threshold and self._inflight:
+        if capacity < threshold and self.in_flight:
             # Enough claimed for now; wait for slots rather than hoarding leases.
             await self._wait(self._slot_free, IDLE_MAX)
             return False
@@ -194,7 +230,7 @@ class Worker:
             return False
         # Everything due now is claimed. Sleep until the next due time, unless a
         # write-back schedules something earlier (see flush) or we are told to wake.
-        if not self._inflight:
+        if not self.in_flight:
             await self.flush()
         due = await self.store.next_due_at(now=self.clock.now(), real_now=self.clock.real())
         written = self._earliest_written  # results stored while we asked the database
@@ -203,7 +239,7 @@ class Worker:
         now = self.clock.now()
         if due is not None and due <= now:
             timeout = 0.005  # due now: a write-back raced us, or still leased elsewhere
-        elif burst and not self._inflight and not self._pending:
+        elif burst and not self.in_flight and not self._pending:
             return True
         elif due is None:
             timeout = IDLE_MAX
@@ -235,19 +271,79 @@ class Worker:
         )
         self.stats.claims += 1
         self.stats.claimed += len(claimed)
+        held = self._held
         for order in claimed:
             assert order.lease_token is not None
-            self._held[order.id] = order.lease_token
-            task = asyncio.create_task(self._handle(order))
-            self._inflight.add(task)
-            task.add_done_callback(self._done)
+            held[order.id] = order.lease_token
+        self._ready.extend(claimed)
+        self._add_lanes()
         return len(claimed)
 
-    def _done(self, task: asyncio.Task[None]) -> None:
-        self._inflight.discard(task)
-        self._slot_free.set()
-        if not self._inflight:
+    # ------------------------------------------------------------------ lanes
+
+    def _add_lanes(self) -> None:
+        want = min(self.settings.current.worker.concurrency, len(self._ready))
+        while len(self._lanes) < want:
+            lane = asyncio.create_task(self._lane())
+            self._lanes.add(lane)
+            lane.add_done_callback(self._lane_done)
+
+    def _lane_done(self, lane: asyncio.Task[None]) -> None:
+        self._lanes.discard(lane)
+        if not self.in_flight:
             self._wake.set()  # burst mode returns once nothing is in flight
+
+    async def _lane(self) -> None:
+        ready = self._ready
+        while ready and not self._draining:
+            order = ready.popleft()
+            vendor = order.vendor
+            if not self._vendor_has_room(vendor):
+                self._waiting.setdefault(vendor, deque()).append(order)
+                self._waiting_count += 1
+                continue
+            self._vendor_busy[vendor] = self._vendor_busy.get(vendor, 0) + 1
+            self._busy += 1
+            try:
+                await self._handle(order)
+            finally:
+                self._busy -= 1
+                self._vendor_busy[vendor] -= 1
+                self._slot_free.set()
+                if self._waiting_count:
+                    self._resume_waiting(vendor)
+
+    def _vendor_has_room(self, vendor: str) -> bool:
+        cfg = self.settings.current.vendors.get(vendor)
+        size = cfg.concurrency if cfg is not None else 1
+        if self._vendor_busy.get(vendor, 0) >= size:
+            return False  # a lane finishing one of this vendor's calls resumes a waiter
+        if cfg is None or cfg.rate_limit is None:
+            return True
+        pacer = self._pacers.get(vendor)
+        if pacer is None or pacer.rate != cfg.rate_limit:
+            pacer = self._pacers[vendor] = Pacer(cfg.rate_limit)
+        wait = pacer.take(time.monotonic())
+        if wait <= 0:
+            return True
+        if vendor not in self._rate_timers:
+            self._rate_timers.add(vendor)
+            asyncio.get_running_loop().call_later(wait, self._rate_tick, vendor)
+        return False
+
+    def _rate_tick(self, vendor: str) -> None:
+        self._rate_timers.discard(vendor)
+        self._resume_waiting(vendor)
+
+    def _resume_waiting(self, vendor: str) -> None:
+        """Give the vendor's oldest waiting order back to the lanes, ahead of the rest."""
+        waiting = self._waiting.get(vendor)
+        if not waiting:
+            return
+        self._ready.appendleft(waiting.popleft())
+        self._waiting_count -= 1
+        if not self._draining:
+            self._add_lanes()
 
     async def _renew_leases(self) -> None:
         while True:
@@ -262,12 +358,16 @@ class Worker:
 
     async def _shutdown(self) -> None:
         grace = self.settings.current.worker.shutdown_grace.total_seconds()
-        if self._inflight:
-            _, pending = await asyncio.wait(list(self._inflight), timeout=grace)
+        self._draining = True  # lanes take no new order; those not started are released
+        if self._lanes:
+            _, pending = await asyncio.wait(list(self._lanes), timeout=grace)
             for task in pending:
                 task.cancel()
             if pending:
                 await asyncio.wait(pending)
+        self._ready.clear()
+        self._waiting.clear()
+        self._waiting_count = 0
         await self.flush()
         if self._held:  # claimed but not written back: let another worker take them at once
             await self.store.release(dict(self._held))
@@ -279,35 +379,9 @@ class Worker:
 
     # ------------------------------------------------------------------ one order
 
-    def _vendor_slot(self, vendor: str) -> asyncio.Semaphore:
-        cfg = self.settings.current.vendors.get(vendor)
-        size = cfg.concurrency if cfg else 1
-        key = (vendor, size)
-        slot = self._vendor_slots.get(key)
-        if slot is None:
-            slot = self._vendor_slots[key] = asyncio.Semaphore(size)
-        return slot
-
-    def _limiter(self, vendor: str) -> AsyncLimiter | None:
-        cfg = self.settings.current.vendors.get(vendor)
-        if cfg is None or cfg.rate_limit is None:
-            return None
-        key = (vendor, cfg.rate_limit)
-        limiter = self._limiters.get(key)
-        if limiter is None:
-            # one request per 1/rate seconds: evenly spaced, no burst past the limit
-            limiter = self._limiters[key] = AsyncLimiter(1, 1 / cfg.rate_limit)
-        return limiter
-
     async def _handle(self, order: Order) -> None:
         try:
-            # vendor slot and rate first, so a saturated vendor does not hold global slots
-            async with self._vendor_slot(order.vendor):
-                limiter = self._limiter(order.vendor)
-                if limiter is not None:
-                    await limiter.acquire()
-                async with self._global_slots:
-                    await self._process(order)
+            await self._process(order)
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -541,4 +615,4 @@ class Worker:
                     fut.set_result(w.transition.order.id in applied)
 
 
-__all__ = ["Samples", "Worker", "WorkerStats", "new_worker_id"]
+__all__ = ["Pacer", "Samples", "Worker", "WorkerStats", "new_worker_id"]

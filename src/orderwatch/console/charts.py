@@ -101,7 +101,7 @@ def stacked_columns(
     ]
     for i, label in enumerate(labels):
         x = left + i * col_w + 1
-        y = top + plot_h
+        y: float = top + plot_h
         for name, values in series.items():
             v = values[i]
             if not v:

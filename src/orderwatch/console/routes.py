@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import re
 import secrets
 import time
@@ -19,7 +20,7 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import quote, urlencode, urlsplit
 
 from fastapi import APIRouter, FastAPI, Request
 from jinja2 import Environment, PackageLoader, select_autoescape
@@ -57,7 +58,7 @@ _SECURITY_HEADERS = {
         "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
     ),
     "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
+    "Referrer-Policy": "same-origin",  # no-referrer would make Origin "null"
     "X-Frame-Options": "DENY",
     "Cache-Control": "no-store",
 }
@@ -196,12 +197,24 @@ async def _posted(
 # ------------------------------------------------------------------------ formatting
 
 
+def _show(value: Any) -> str:
+    """A detail value as text: containers as compact JSON, the rest as they are."""
+    if isinstance(value, dict | list):
+        return json.dumps(value, ensure_ascii=False, separators=(", ", ": "), default=str)
+    return "" if value is None else str(value)
+
+
 def _dt(value: datetime | str | None) -> str:
     if value is None:
         return "—"
     if isinstance(value, str):
         return value.replace("T", " ").removesuffix("Z")
     return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _short(value: datetime | None) -> str:
+    """``11-26 04:30`` (UTC), for the orders table."""
+    return "—" if value is None else value.astimezone(UTC).strftime("%m-%d %H:%M")
 
 
 def _ago(value: datetime | None, now: datetime) -> str:
@@ -340,9 +353,7 @@ class Filter:
         end = _parse_date(self.date_to, "to")
         after = datetime(start.year, start.month, start.day, tzinfo=UTC) if start else None
         before = (
-            datetime(end.year, end.month, end.day, tzinfo=UTC) + timedelta(days=1)
-            if end
-            else None
+            datetime(end.year, end.month, end.day, tzinfo=UTC) + timedelta(days=1) if end else None
         )
         return after, before
 
@@ -578,9 +589,7 @@ async def login(request: Request) -> Response:
         caller = _ctx(request).tokens.identify(f"Bearer {token}")
     except Unauthenticated:
         log.info("console_login_refused")
-        return _login_form(
-            request, form.get("next"), error="unknown token · 令牌无效", status=401
-        )
+        return _login_form(request, form.get("next"), error="unknown token · 令牌无效", status=401)
     state = _state(request)
     state.sessions.set_tokens(_service(request).settings.current.api.tokens)
     session_id, _ = state.sessions.create(caller, token)
@@ -626,9 +635,9 @@ def _row(order: Order, caller: Caller) -> dict[str, Any]:
         "tracking_no": logistics.get("tracking_no"),
         "customer_id": order.customer_id,
         "points": order.points,
-        "created_at": _dt(order.created_at),
-        "updated_at": _dt(order.updated_at),
-        "next_run_at": _dt(order.next_run_at),
+        "created_at": _short(order.created_at),
+        "updated_at": _short(order.updated_at),
+        "next_run_at": _short(order.next_run_at),
         "recipient": order.recipient.name,
         "masked": caller.masked,
     }
@@ -890,7 +899,10 @@ def _confirm(
 ) -> Response:
     """The no-script confirmation: the same form again, with ``confirmed=yes``."""
     fields = {k: v for k, v in form.items() if k not in ("csrf", "confirmed")}
-    back = action.split("/notifications/")[0].rsplit("/", 1)[0]
+    if "/notifications/" in action:
+        back = action.split("/notifications/", maxsplit=1)[0]
+    else:
+        back = action.rsplit("/", 1)[0]
     return _render(
         request,
         "confirm.html",
@@ -904,8 +916,6 @@ def _confirm(
 
 
 def _order_url(order_no: str, done: str) -> str:
-    from urllib.parse import quote
-
     return f"{PREFIX}/orders/{quote(order_no, safe='')}?done={done}"
 
 
@@ -1006,7 +1016,8 @@ async def bulk(request: Request) -> Response:
             order_filter,
             dry_run=not apply,
             actor=actor,
-            note=note,
+            # a count needs no note yet (the count page asks for it); a dry run writes nothing
+            note=note if apply else note or "(count)",
             status=status if action == "resolve" else None,
         )
     except ActionRefused as exc:
@@ -1048,6 +1059,8 @@ def _environment() -> Environment:
         lstrip_blocks=True,
     )
     env.filters["dt"] = _dt
+    env.filters["path"] = lambda value: quote(str(value), safe="")
+    env.filters["show"] = _show
     env.globals["Status"] = Status
     return env
 

@@ -75,14 +75,13 @@ class Sessions:
         self._key = secrets.token_bytes(32)
         self._sessions: dict[bytes, Session] = {}
         self._known: dict[str, Caller] = {}
+        self._next_sweep = 0.0
         self.set_tokens(tokens)
         self._now: Callable[[], float] = clock or time.monotonic
 
     def set_tokens(self, tokens: Iterable[ApiToken]) -> None:
         """The configured tokens, as keyed digests; a session whose token left ends."""
-        self._known = {
-            self.tag(t.token.get_secret_value()): Caller(t.name, t.role) for t in tokens
-        }
+        self._known = {self.tag(t.token.get_secret_value()): Caller(t.name, t.role) for t in tokens}
 
     def tag(self, token: str) -> str:
         digest = hashlib.sha256(token.encode("utf-8", "surrogatepass")).digest()
@@ -133,10 +132,12 @@ class Sessions:
         return len(self._sessions)
 
     def _prune(self, now: float) -> None:
-        if len(self._sessions) < MAX_SESSIONS // 2:
-            return
-        for key, s in list(self._sessions.items()):
-            if now >= s.expires or now - s.seen >= IDLE:
-                del self._sessions[key]
-        while len(self._sessions) >= MAX_SESSIONS:  # drop the oldest logins
+        """Drop ended sessions (a sweep at most once a minute), then the oldest logins
+        while at the cap, so a flood of logins costs O(1) each."""
+        if len(self._sessions) >= MAX_SESSIONS // 2 and now >= self._next_sweep:
+            self._next_sweep = now + 60.0
+            for key, s in list(self._sessions.items()):
+                if now >= s.expires or now - s.seen >= IDLE:
+                    del self._sessions[key]
+        while len(self._sessions) >= MAX_SESSIONS:
             del self._sessions[next(iter(self._sessions))]

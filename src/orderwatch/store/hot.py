@@ -21,6 +21,9 @@ from ..order import Order, Recipient
 from ..statuses import Reason, Status
 from .schema import ORDER_COLUMNS, order_events
 
+# One encoder for the hot path: json.dumps with options builds a new one per call.
+_JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+
 _EVENT_COLUMNS = tuple(c.name for c in order_events.columns if c.name != "id")
 #: The columns a transition writes back (fenced by the lease token).
 WRITE_COLUMNS = (
@@ -46,7 +49,7 @@ _COL = {name: i for i, name in enumerate(ORDER_COLUMNS)}
 
 
 def _dumps(value: Any) -> str | None:
-    return None if value is None else json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    return None if value is None else _JSON.encode(value)
 
 
 class HotPath:
@@ -69,9 +72,20 @@ class HotPath:
             " AND (locked_until IS NULL OR locked_until < :real_now)"
             f" AND {not_paused} ORDER BY next_run_at LIMIT :limit{lock}"
         )
-        self.claim_update = self._sql(
-            "UPDATE orders SET locked_by = :locked_by, locked_until = :locked_until,"
-            " lease_token = :lease_token, takeovers = :takeovers WHERE id = :b_id"
+        # One statement leases the whole batch: each row's token is the claim's random
+        # prefix followed by the row's id (distinct per row; the prefix has a fixed length,
+        # so no two claims can spell the same token), and a lease that was never released
+        # counts a takeover (SET sees the old locked_until).
+        token = {
+            "mysql": "CONCAT(:token, id)",
+            "postgresql": "CAST(:token AS VARCHAR) || CAST(id AS VARCHAR)",
+        }.get(dialect, ":token || id")
+        # (takeovers first: MySQL evaluates SET left to right with the new values)
+        self._claim_update = self._sql(
+            "UPDATE orders SET takeovers = takeovers"
+            " + CASE WHEN locked_until IS NULL THEN 0 ELSE 1 END,"
+            " locked_by = :locked_by, locked_until = :locked_until,"
+            f" lease_token = {token} WHERE id IN (<ids>)"
         )
         sets = ", ".join(f"{c} = :{c}" for c in WRITE_COLUMNS)
         self.write_keep = self._sql(
@@ -97,6 +111,10 @@ class HotPath:
             return text  # sqlite3 takes :name with a dict
         return re.sub(r":(\w+)", r"%(\1)s", text)  # psycopg, pymysql: pyformat
 
+    def claim_update(self, ids: Iterable[int]) -> str:
+        """Lease the claimed rows (ids are ours, inlined as integers)."""
+        return self._claim_update.replace("<ids>", ",".join(str(int(i)) for i in ids))
+
     def held(self, ids: Iterable[int]) -> str:
         """Which lease token each order holds now (ids are ours, inlined as integers)."""
         listed = ",".join(str(int(i)) for i in ids)
@@ -107,13 +125,18 @@ class HotPath:
     def time_in(self, value: datetime | None) -> Any:
         if value is None:
             return None
-        naive = value.astimezone(UTC).replace(tzinfo=None)
-        return naive.isoformat(" ", "microseconds") if self.text_times else naive
+        if self.text_times:
+            if value.tzinfo is UTC:  # the usual case: slice the "+00:00" off, no copies
+                return value.isoformat(" ", "microseconds")[:26]
+            return value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
+        return value.astimezone(UTC).replace(tzinfo=None)
 
     def time_out(self, value: Any) -> datetime | None:
         if value is None:
             return None
         if isinstance(value, str):
+            if len(value) <= 26:  # naive UTC text, as time_in writes it: parse it aware
+                return datetime.fromisoformat(value + "+00:00")
             value = datetime.fromisoformat(value)
         return value.replace(tzinfo=UTC)  # type: ignore[no-any-return]
 

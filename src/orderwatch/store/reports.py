@@ -46,10 +46,10 @@ __all__ = [
     "Cohort",
     "Search",
     "VendorHealth",
+    "chunk_before",
     "cohort",
     "count",
     "first_id_since",
-    "chunk_before",
     "oldest_due",
     "search",
     "time_to_final",
@@ -167,9 +167,10 @@ def first_id_since(conn: Connection, table: sa.Table, at: sa.Column[Any], since:
     Returns one past the largest id when no row is that recent (an empty range).
     """
     ident = table.c.id
-    lo_hi = conn.execute(select(func.min(ident), func.max(ident))).one()
-    lo, hi = lo_hi
-    if lo is None:
+    # two queries: SQLite answers min() or max() alone from the key, both at once by a scan
+    lo = conn.execute(select(func.min(ident))).scalar()
+    hi = conn.execute(select(func.max(ident))).scalar()
+    if lo is None or hi is None:
         return 1
     lo, hi = int(lo), int(hi)
     last_at = conn.execute(select(at).where(ident == hi)).scalar()
@@ -178,9 +179,7 @@ def first_id_since(conn: Connection, table: sa.Table, at: sa.Column[Any], since:
     # invariant: the first id at or after ``since`` is in [lo, hi]
     while lo < hi:
         mid = (lo + hi) // 2
-        row = conn.execute(
-            select(ident, at).where(ident >= mid).order_by(ident).limit(1)
-        ).first()
+        row = conn.execute(select(ident, at).where(ident >= mid).order_by(ident).limit(1)).first()
         if row is None:  # cannot happen below hi, but be safe
             break
         found_id, found_at = int(row[0]), row[1]
@@ -258,9 +257,7 @@ def _seconds_default(element: _Seconds, compiler: Any, **kw: Any) -> str:
 @compiles(_Seconds, "postgresql")
 def _seconds_pg(element: _Seconds, compiler: Any, **kw: Any) -> str:
     start, end = list(element.clauses)
-    return (
-        f"EXTRACT(EPOCH FROM ({compiler.process(end, **kw)} - {compiler.process(start, **kw)}))"
-    )
+    return f"EXTRACT(EPOCH FROM ({compiler.process(end, **kw)} - {compiler.process(start, **kw)}))"
 
 
 @compiles(_Seconds, "mysql")
@@ -285,9 +282,7 @@ TTF_EDGES: tuple[tuple[float, str], ...] = (
 TTF_LABELS: tuple[str, ...] = (*(label for _, label in TTF_EDGES), "≥7d")
 
 
-def time_to_final(
-    conn: Connection, *, now: datetime, span: timedelta
-) -> dict[str, list[int]]:
+def time_to_final(conn: Connection, *, now: datetime, span: timedelta) -> dict[str, list[int]]:
     """Final orders created in the window, by status, bucketed by created → last change."""
     start = now - span
     first = first_id_since(conn, orders, orders.c.created_at, start)

@@ -41,6 +41,9 @@ from .base import (
 from .hot import WRITE_COLUMNS, HotPath, event_fields, order_fields
 from .schema import order_events, order_tombstones, orders, outbox, vendor_pauses
 
+# One encoder for the hot path: json.dumps with options builds a new one per call.
+_JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+
 T = TypeVar("T")
 
 _DRIVERS = {
@@ -71,7 +74,7 @@ def new_token() -> str:
 def _dumps(value: Any) -> str | None:
     if value is None:
         return None
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    return _JSON.encode(value)
 
 
 def _loads(value: str | None) -> Any:
@@ -376,24 +379,15 @@ class SqlStore:
                 rows = cur.fetchall()
                 if not rows:
                     return []
+                prefix = os.urandom(6).hex()
                 claimed: list[Order] = []
-                updates = []
                 takeover_events = []
                 for row in rows:
                     order = hot.order(row)
                     # a lease that was never released: its holder died or hung past it
                     took_over = order.locked_until is not None
-                    takeovers = order.takeovers + took_over
-                    token = new_token()
-                    claimed.append(_with_lease(order, token, takeovers))
-                    updates.append(
-                        {
-                            "b_id": order.id,
-                            "locked_by": worker_id,
-                            "locked_until": until,
-                            "lease_token": token,
-                            "takeovers": takeovers,
-                        }
+                    claimed.append(
+                        _with_lease(order, f"{prefix}{order.id}", order.takeovers + took_over)
                     )
                     if took_over:
                         takeover_events.append(
@@ -411,7 +405,10 @@ class SqlStore:
                                 ),
                             )
                         )
-                cur.executemany(hot.claim_update, updates)
+                cur.execute(
+                    hot.claim_update(o.id for o in claimed),
+                    {"locked_by": worker_id, "locked_until": until, "token": prefix},
+                )
                 if takeover_events:
                     cur.executemany(hot.insert_event, takeover_events)
                 return claimed

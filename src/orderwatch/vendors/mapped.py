@@ -228,6 +228,7 @@ class CheckReport:
     method: str
     url: str
     request: dict[str, Any]
+    request_headers: dict[str, str]
     http_status: int | None
     latency_ms: float
     body: str
@@ -296,19 +297,15 @@ class MappedAdapter:
         self.name = name
         self.settings = settings
         self.clock = clock
-        self._signer = _signer(settings)
+        self._signer = signing.signer_for(settings)
         # Where signatures travel: in a body field (the signer's sign_field) or a header.
-        self._sign_header: str | None = (
-            getattr(settings, "sign_header", None) or "X-Signature"
-            if getattr(settings, "sign_location", "body") == "header"
-            else None
-        )
+        self._sign_header = settings.sign_header if settings.sign_location == "header" else None
         self._own_session = session is None
         self._session = session
         self._timeout = aiohttp.ClientTimeout(total=settings.timeout.total_seconds())
         self._ts_format = mapping.timestamp
         self._tz = ZoneInfo(mapping.timezone)
-        self._nonce_bytes = mapping.nonce_length // 2
+        self._nonce_length = mapping.nonce_length
         self._requests: dict[Kind, _Request] = {}
         self._readers: dict[Kind, _Reader] = {}
         for kind in ("place", "query"):
@@ -356,7 +353,8 @@ class MappedAdapter:
     def build(self, kind: Kind, order: Order) -> tuple[dict[str, Any], dict[str, str]]:
         """The signed request fields (strings for a form) and extra headers."""
         req = self._requests[kind]
-        ctx = _Context(self._timestamp(), os.urandom(self._nonce_bytes).hex())
+        n = self._nonce_length
+        ctx = _Context(self._timestamp(), os.urandom((n + 1) // 2).hex()[:n])
         fields: dict[str, Any] = {}
         for path, form_name, source in req.fields:
             value = source(order, ctx)
@@ -394,7 +392,7 @@ class MappedAdapter:
 
     async def _call(
         self, kind: Kind, order: Order
-    ) -> tuple[Exchange, Interpretation, bytes, dict[str, Any]]:
+    ) -> tuple[Exchange, Interpretation, bytes, dict[str, Any], dict[str, str]]:
         req = self._requests[kind]
         fields, headers = self.build(kind, order)
         started = time.perf_counter()
@@ -419,16 +417,16 @@ class MappedAdapter:
                 answer_headers = resp.headers
         except TimeoutError:
             outcome: Outcome = Abnormal("timeout", f"no answer within {self._timeout.total}s")
-            return self._failed(outcome, started), Interpretation(outcome), b"", fields
+            return self._failed(outcome, started), Interpretation(outcome), b"", fields, headers
         except (aiohttp.ClientError, OSError) as exc:
             outcome = Abnormal("network", f"{type(exc).__name__}: {exc}"[:200])
-            return self._failed(outcome, started), Interpretation(outcome), b"", fields
+            return self._failed(outcome, started), Interpretation(outcome), b"", fields, headers
         latency = time.perf_counter() - started
         if too_big:
             outcome = Abnormal("malformed", f"answer larger than {MAX_BODY} bytes")
-            return Exchange(outcome, latency, status), Interpretation(outcome), b"", fields
+            return Exchange(outcome, latency, status), Interpretation(outcome), b"", fields, headers
         result = self.interpret(kind, http_status=status, body=raw, headers=answer_headers)
-        return Exchange(result.outcome, latency, status, result.code), result, raw, fields
+        return Exchange(result.outcome, latency, status, result.code), result, raw, fields, headers
 
     @staticmethod
     def _failed(outcome: Outcome, started: float) -> Exchange:
@@ -570,7 +568,7 @@ class MappedAdapter:
     async def check(self, order_no: str) -> CheckReport:
         """Send one signed query for ``order_no`` and report every step (``vendors check``)."""
         order = probe_order(order_no, self.name, self.clock.now())
-        exchange, result, raw, fields = await self._call("query", order)
+        exchange, result, raw, fields, headers = await self._call("query", order)
         req = self._requests["query"]
         outcome = exchange.outcome
         return CheckReport(
@@ -580,6 +578,7 @@ class MappedAdapter:
             method=req.method,
             url=req.url,
             request=fields,
+            request_headers=headers,
             http_status=exchange.http_status,
             latency_ms=round(exchange.latency * 1000, 1),
             body=raw[:2000].decode("utf-8", "replace"),
@@ -589,15 +588,6 @@ class MappedAdapter:
             outcome=exchange.outcome_name,
             detail=outcome.detail if isinstance(outcome, Abnormal) else "",
             understood=not isinstance(outcome, Abnormal),
-        )
-
-
-def _signer(settings: VendorSettings) -> signing.Signer:
-    try:
-        return signing.signer_for(settings)
-    except AttributeError:  # settings from before the per-vendor signing options
-        return signing.Signer(
-            sign_type=settings.sign_type, secret=settings.secret.get_secret_value()
         )
 
 

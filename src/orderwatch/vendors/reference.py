@@ -35,6 +35,9 @@ from ..outcomes import (
 from ..settings import VendorSettings
 from . import signing
 
+# One encoder for the hot path: json.dumps with options builds a new one per call.
+_JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+
 MAX_BODY = 1 << 20  # a vendor answer larger than 1 MiB is not an answer
 _SNIPPET = 80
 
@@ -224,7 +227,7 @@ class ReferenceAdapter:
             fields[self._signer.sign_field] = signature
         else:
             headers = {**headers, self._sign_header: signature}
-        return json.dumps(fields, ensure_ascii=False, separators=(",", ":")).encode(), headers
+        return _JSON.encode(fields).encode(), headers
 
     async def place(self, order: Order) -> Exchange:
         body, headers = self._signed(

@@ -25,6 +25,12 @@ vendor's answers with the *vendor's* public key. SM2 signatures are randomised (
 ``k`` per signature), so only verification is deterministic; ``verify`` accepts DER or the
 raw 64-byte ``r || s``, base64-encoded.
 
+Libraries: RSA and SM3 are OpenSSL's through ``cryptography``. ``cryptography`` cannot use
+the SM2 curve, so SM2 signatures are GmSSL's through ``gmssl_pyx`` (C, about 1 ms; GmSSL
+prints a line to stderr when a well-formed SM2 signature does not verify), and the one-time
+key arithmetic when a key is loaded (the public point of a private key, whether a point is
+on the curve) is ``gmalg``'s (pure Python).
+
 :class:`Signer` holds one vendor's choice; :func:`signer_for` builds it from
 :class:`~orderwatch.settings.VendorSettings`. ``verify`` never raises: junk is ``False``.
 """
@@ -44,6 +50,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, get_args
 
 import gmalg  # type: ignore[import-untyped]
+import gmssl_pyx  # type: ignore[import-untyped]
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
@@ -52,6 +59,9 @@ from cryptography.hazmat.primitives.asymmetric.utils import (
     decode_dss_signature,
     encode_dss_signature,
 )
+
+# One encoder for the hot path: json.dumps with options builds a new one per call.
+_JSON_SORTED = json.JSONEncoder(ensure_ascii=False, sort_keys=True, separators=(",", ":"))
 
 if TYPE_CHECKING:
     from ..settings import VendorSettings
@@ -94,7 +104,7 @@ def _text(value: Any) -> str:
         return str(value)
     if kind is bool:
         return "true" if value else "false"
-    return json.dumps(value, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
+    return _JSON_SORTED.encode(value)
 
 
 _DEFAULT_EXCLUDE = frozenset({"sign"})
@@ -177,8 +187,8 @@ def _der(text: str) -> bytes:
     """The DER bytes of PEM text or bare base64."""
     if text.startswith("-----BEGIN"):
         lines = [ln.strip() for ln in text.splitlines()]
-        body = "".join(ln for ln in lines if ln and not ln.startswith("-----"))
-        body = "".join(ln for ln in body.split() if ":" not in ln)  # no PEM headers
+        # the base64 lines only: no armour, no "Proc-Type:"-style headers
+        body = "".join(ln for ln in lines if ln and not ln.startswith("-----") and ":" not in ln)
     else:
         body = "".join(text.split())
     try:
@@ -317,8 +327,10 @@ def _sm2_private(text: str) -> Sm2PrivateKey:
             _check_sm2_curve(_children(items[1][1]))
             tag, content, _ = _tlv(items[2][1], 0)  # ECPrivateKey inside the OCTET STRING
             items = _children(content) if tag == 0x30 else []
-        elif label != "EC PRIVATE KEY":
-            raise KeyFormatError(f"is a PEM {label or '?'}; SM2 needs PRIVATE KEY or EC PRIVATE KEY")
+        elif label not in ("EC PRIVATE KEY", "SM2 PRIVATE KEY"):  # SEC1; OpenSSL 3 says SM2
+            raise KeyFormatError(
+                f"is a PEM {label or '?'}; SM2 needs PRIVATE KEY or EC/SM2 PRIVATE KEY"
+            )
         octets = [value for tag, value in items if tag == 0x04]
         params = [value for tag, value in items if tag == 0xA0]
         if params:
@@ -351,7 +363,8 @@ def _sm2_public(text: str) -> Sm2PublicKey:
 # ---------------------------------------------------------------- the signer
 
 
-def _sm3(data: bytes) -> bytes:
+def sm3_digest(data: bytes) -> bytes:
+    """SM3 (GB/T 32905) of ``data``: OpenSSL's through cryptography, else gmalg's."""
     try:
         digest = hashes.Hash(hashes.SM3())
     except UnsupportedAlgorithm:  # an OpenSSL built without SM3: the pure-Python one
@@ -376,8 +389,9 @@ class Signer:
         "_private",
         "_public",
         "_secret",
-        "_sm2_signer",
-        "_sm2_verifier",
+        "_sm2_ours",
+        "_sm2_theirs",
+        "_sm2_uid",
         "hex_case",
         "keep_empty",
         "sign_field",
@@ -406,6 +420,8 @@ class Signer:
             raise ValueError(f"hex_case: must be 'lower' or 'upper', got {hex_case!r}")
         if not sign_field:
             raise ValueError("sign_field: must not be empty")
+        if isinstance(exclude, str):
+            raise ValueError("exclude: a list of field names, not one string")
         self.sign_type = sign_type
         self.sign_field = sign_field
         self.keep_empty = keep_empty
@@ -417,11 +433,12 @@ class Signer:
         self._secret = b""
         self._private: Any = None
         self._public: Any = None
-        self._sm2_signer: Any = None
-        self._sm2_verifier: Any = None
+        self._sm2_ours = b""  # our public point X||Y (SM2 hashes it into what we sign)
+        self._sm2_theirs = b""  # the vendor's public point X||Y
+        self._sm2_uid = b""
         self._digest: Callable[[str], bytes]
         if sign_type in SYMMETRIC:
-            if not secret:
+            if secret is None:  # (the settings also refuse an empty one)
                 raise ValueError(f"secret: required for sign_type {sign_type}")
             self._secret = secret.encode()
             self._digest = {
@@ -431,17 +448,24 @@ class Signer:
                 "SM3": self._sm3,
             }[sign_type]
             return
+        self._load_keys(private_key, public_key)
+
+    def _load_keys(self, private_key: PrivateKey | str | None, public_key: Any) -> None:
+        sign_type = self.sign_type
         if private_key is None:
             raise ValueError(f"private_key: required for sign_type {sign_type}")
         if public_key is None:
             raise ValueError(f"vendor_public_key: required for sign_type {sign_type}")
-        try:
-            if isinstance(private_key, str):
+        if isinstance(private_key, str):
+            try:
                 private_key = load_private_key(private_key, sign_type)
-            if isinstance(public_key, str):
+            except KeyFormatError as exc:
+                raise ValueError(f"private_key: {exc}") from None
+        if isinstance(public_key, str):
+            try:
                 public_key = load_public_key(public_key, sign_type)
-        except KeyFormatError as exc:
-            raise ValueError(f"key {exc}") from None
+            except KeyFormatError as exc:
+                raise ValueError(f"vendor_public_key: {exc}") from None
         if sign_type == "RSA2":
             if not isinstance(private_key, rsa.RSAPrivateKey):
                 raise ValueError("private_key: RSA2 needs an RSA private key")
@@ -452,11 +476,12 @@ class Signer:
                 raise ValueError("private_key: SM2 needs an SM2 private key")
             if not isinstance(public_key, Sm2PublicKey):
                 raise ValueError("vendor_public_key: SM2 needs an SM2 public key")
-            uid = sm2_user_id.encode()
+            uid = self.sm2_user_id.encode()
             if not uid or len(uid) >= 8192:
                 raise ValueError("sm2_user_id: must be 1 to 8191 bytes")
-            self._sm2_signer = gmalg.SM2(private_key.scalar, uid, private_key.public)
-            self._sm2_verifier = gmalg.SM2(pk=public_key.point, uid=uid)
+            self._sm2_ours = private_key.public[1:]
+            self._sm2_theirs = public_key.point[1:]
+            self._sm2_uid = uid
         self._private = private_key
         self._public = public_key
 
@@ -484,7 +509,7 @@ class Signer:
         return hmac.digest(self._secret, text.encode() + b"&key=" + self._secret, "sha256")
 
     def _sm3(self, text: str) -> bytes:
-        return _sm3(text.encode() + b"&key=" + self._secret)
+        return sm3_digest(text.encode() + b"&key=" + self._secret)
 
     # -- the interface
 
@@ -500,8 +525,9 @@ class Signer:
         if self.sign_type == "RSA2":
             raw = self._private.sign(text.encode(), padding.PKCS1v15(), hashes.SHA256())
         else:
-            r, s = self._sm2_signer.sign(text.encode())
-            raw = encode_dss_signature(int.from_bytes(r, "big"), int.from_bytes(s, "big"))
+            raw = gmssl_pyx.sm2_sign(
+                self._private.scalar, self._sm2_ours, text.encode(), signer_id=self._sm2_uid
+            )
         return base64.b64encode(raw).decode("ascii")
 
     def verify(self, fields: Mapping[str, Any], signature: Any) -> bool:
@@ -538,8 +564,8 @@ class Signer:
                 return False
         if not (1 <= r < _SM2_N and 1 <= s < _SM2_N):
             return False
-        ok = self._sm2_verifier.verify(message, r.to_bytes(32, "big"), s.to_bytes(32, "big"))
-        return bool(ok)
+        der = encode_dss_signature(r, s)
+        return bool(gmssl_pyx.sm2_verify(self._sm2_theirs, message, der, signer_id=self._sm2_uid))
 
 
 def signer_for(cfg: VendorSettings) -> Signer:
@@ -603,5 +629,6 @@ __all__ = [
     "read_key_text",
     "sign",
     "signer_for",
+    "sm3_digest",
     "verify",
 ]
