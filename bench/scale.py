@@ -231,7 +231,7 @@ class Census:
             if call == "claim_due":
                 cat = "claim"
             elif call == "apply":
-                cat = "sent" if mode == "durable" else "write-back"
+                cat = "sent" if mode.endswith("durable") else "write-back"
             else:
                 cat = f"other:{call}"
             self.local.category = cat

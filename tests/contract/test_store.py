@@ -25,7 +25,7 @@ from orderwatch.order import NewOrder, Order, Recipient
 from orderwatch.statuses import Reason, Status
 from orderwatch.store.base import OrderFilter, OutboxItem, OutboxResult, Write
 from orderwatch.store.schema import metadata
-from orderwatch.store.sql import SqlStore
+from orderwatch.store.sql import IDLE_PING, SqlStore
 
 NOW = datetime(2026, 11, 26, 8, 0, tzinfo=UTC)
 
@@ -361,6 +361,32 @@ async def test_circuit_breaker_never_overrides_an_operators_pause(store: SqlStor
     assert await store.pause_vendor("acme", now=NOW, actor="op", note=None) is True
     assert await store.open_circuits(now=NOW) == {}
     assert await claim(store, now=NOW + timedelta(hours=1)) == []
+
+
+async def test_a_connection_dropped_while_idle_is_replaced_before_use(store: SqlStore) -> None:
+    """No ping before every transaction (it would double the hot path's round trips), but a
+    pooled connection that sat idle is checked first, so a server restart or an idle
+    timeout that dropped it costs the next caller nothing."""
+    if store.dialect == "sqlite":
+        pytest.skip("SQLite has no server connection to drop")
+    await store.insert_orders([new_order("A1")], now=NOW)
+    admin = sa.create_engine(store.engine.url, poolclass=sa.NullPool)
+    with admin.connect() as conn:
+        if store.dialect == "postgresql":
+            conn.exec_driver_sql(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+        else:
+            ids = conn.exec_driver_sql(
+                "SELECT id FROM information_schema.processlist"
+                " WHERE db = DATABASE() AND id <> CONNECTION_ID()"
+            ).scalars()
+            for i in list(ids):
+                conn.exec_driver_sql(f"KILL CONNECTION {int(i)}")
+    admin.dispose()
+    await asyncio.sleep(IDLE_PING + 0.2)
+    assert [o.order_no for o in await claim(store)] == ["A1"]
 
 
 async def test_concurrent_upgrades_do_not_collide(store: SqlStore) -> None:

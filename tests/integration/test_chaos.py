@@ -98,6 +98,7 @@ SIMULATOR = {
 # 503 + Retry-After from 20 to 24 real seconds after the simulator starts (it starts
 # before the import and the workers): well inside every run, at any speed.
 MAINTENANCE_REAL = (15.0, 27.0)  # long enough to be met even on a loaded machine
+MAINTENANCE_AFTER_IMPORT = (4.0, 16.0)  # the chaos run: counted from when workers start
 
 
 def chaos_orders() -> int:
@@ -151,6 +152,7 @@ class Cluster:
     clock_start: float
     simulator: subprocess.Popen[bytes] | None = None
     sim_url: str = ""
+    sim_started: float = 0.0
     live: list[subprocess.Popen[bytes]] = field(default_factory=list)
     every: list[subprocess.Popen[bytes]] = field(default_factory=list)
     logs: dict[int, Path] = field(default_factory=dict)
@@ -192,11 +194,27 @@ class Cluster:
             found = re.search(r"simulator listening on (\S+)", out.read_text(errors="replace"))
             if found:
                 self.sim_url = found.group(1)
+                self.sim_started = time.time()
                 return self.sim_url
             if self.simulator.poll() is not None:
                 break
             time.sleep(0.05)
         pytest.fail("the simulator did not start\n" + tail(self.tmp_path / "simulator.log"))
+
+    def maintenance_from_now(self, start: float, end: float) -> None:
+        """Move the simulator's maintenance window to ``start``-``end`` real seconds from
+        now (its offsets count from the simulator's start, in schedule seconds), so that a
+        slow import on a loaded machine cannot leave it in the past."""
+        elapsed = time.time() - self.sim_started
+        window = [(elapsed + start) * self.speed, (elapsed + end) * self.speed]
+        request = urllib.request.Request(
+            f"{self.sim_url}/_sim/config",
+            data=json.dumps({"maintenance": [window]}).encode(),
+            headers={"Content-Type": "application/json"},
+            method="POST",
+        )
+        with urllib.request.urlopen(request, timeout=10) as resp:
+            assert resp.status == 200
 
     def sim_stats(self) -> dict[str, Any]:
         with urllib.request.urlopen(f"{self.sim_url}/_sim/stats", timeout=10) as resp:
@@ -670,6 +688,7 @@ def test_workers_killed_at_random(
     with cluster_for(kind, tmp_path, speed=speed) as (cluster, engine):
         install_lease_audit(engine, kind)
         import_orders(cluster, n, "RC")
+        cluster.maintenance_from_now(*MAINTENANCE_AFTER_IMPORT)
         rng = random.Random(f"chaos:{kind}")
         for _ in range(WORKERS):
             cluster.start_worker()

@@ -14,6 +14,7 @@ import asyncio
 import hashlib
 import json
 import os
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
@@ -65,6 +66,10 @@ def engine_url(url: str) -> sa.URL:
 def request_hash(order: NewOrder) -> str:
     body = json.dumps(order.body(), sort_keys=True, ensure_ascii=False, separators=(",", ":"))
     return hashlib.sha256(body.encode()).hexdigest()
+
+
+_TAKEOVER = {"note": "the previous lease expired before its write-back"}
+_TAKEOVER_DETAIL = json.dumps(_TAKEOVER, separators=(",", ":"))
 
 
 def new_token() -> str:
@@ -193,11 +198,15 @@ class SqlStore:
             if database and database != ":memory:":
                 Path(database).parent.mkdir(parents=True, exist_ok=True)
             kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
-        else:
-            kwargs["pool_pre_ping"] = True
+        elif self.dialect == "mysql":
+            # every transaction ends in COMMIT or ROLLBACK already; the pool's own reset
+            # would add a ROLLBACK round trip to each (see _setup_server)
+            kwargs["pool_reset_on_return"] = None
         self.engine: Engine = sa.create_engine(target, **kwargs)
         if self.dialect == "sqlite":
             _setup_sqlite(self.engine)
+        else:
+            _setup_server(self.engine)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="orderwatch-db")
         self._skip_locked = self.dialect in ("postgresql", "mysql")
         self._hot = HotPath(self.dialect)
@@ -205,7 +214,12 @@ class SqlStore:
     # ------------------------------------------------------------------ plumbing
 
     async def _run(
-        self, fn: Callable[[Connection], T], *, write: bool = True, durable: bool = False
+        self,
+        fn: Callable[[Connection], T],
+        *,
+        write: bool = True,
+        durable: bool = False,
+        autocommit: bool = False,
     ) -> T:
         """Run ``fn`` in one transaction on the database thread.
 
@@ -215,12 +229,17 @@ class SqlStore:
         may undo the last of them, which only means a query is sent again.
         """
         mode = "durable" if durable else "write" if write else "read"
+        if autocommit:  # one statement, its own transaction ("auto-durable", "auto-write")
+            mode = f"auto-{mode}"
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, self._tx, fn, mode)
 
     def _tx(self, fn: Callable[[Connection], T], mode: str) -> T:
         conn = self.engine.connect()
         try:
+            if mode.startswith("auto-"):  # one statement that is a transaction by itself
+                conn = conn.execution_options(isolation_level="AUTOCOMMIT")
+                return fn(conn)
             conn = conn.execution_options(orderwatch_mode=mode)
             with conn.begin():
                 return fn(conn)
@@ -372,6 +391,26 @@ class SqlStore:
         params = {"now": hot.time_in(now), "real_now": hot.time_in(real_now), "limit": limit}
         until = hot.time_in(real_now + timedelta(seconds=lease))
 
+        if self.dialect == "postgresql":
+            pg_params = {
+                **params,
+                "locked_by": worker_id,
+                "locked_until": until,
+                "token": os.urandom(6).hex(),
+                "at": hot.time_in(now),
+                "takeover_detail": _TAKEOVER_DETAIL,
+            }
+
+            def one_statement(conn: Connection) -> list[Order]:
+                cur = conn.connection.cursor()
+                try:
+                    cur.execute(hot.pg_claim, pg_params)
+                    return [hot.order(row) for row in cur.fetchall()]
+                finally:
+                    cur.close()
+
+            return await self._run(one_statement, autocommit=True)
+
         def work(conn: Connection) -> list[Order]:
             cur = conn.connection.cursor()
             try:
@@ -399,9 +438,7 @@ class SqlStore:
                                     from_status=order.status,
                                     to_status=order.status,
                                     actor=worker_id,
-                                    detail={
-                                        "note": "the previous lease expired before its write-back"
-                                    },
+                                    detail=_TAKEOVER,
                                 ),
                             )
                         )
@@ -421,6 +458,22 @@ class SqlStore:
         if not writes:
             return set()
         hot = self._hot
+        if self.dialect == "postgresql":
+            if all(w.token is None for w in writes):
+                return set()
+
+            def one_statement(conn: Connection) -> set[int]:
+                fenced = [w for w in writes if w.token is not None]
+                cur = conn.connection.cursor()
+                try:
+                    cur.execute(hot.pg_apply, hot.pg_apply_params(fenced))
+                    return {row[0] for row in cur.fetchall()}
+                finally:
+                    cur.close()
+
+            return await self._run(
+                one_statement, autocommit=True, durable=any(not w.release for w in writes)
+            )
 
         def work(conn: Connection) -> set[int]:
             cur = conn.connection.cursor()
@@ -1053,6 +1106,40 @@ def _differing_fields(order: NewOrder, row: Mapping[Any, Any]) -> list[str]:
 def _chunks(items: Sequence[T], size: int) -> Iterable[Sequence[T]]:
     for i in range(0, len(items), size):
         yield items[i : i + size]
+
+
+IDLE_PING = 1.0  # seconds a pooled connection may sit unused before it is checked
+
+
+def _setup_server(engine: Engine) -> None:
+    """Check a pooled connection only when it sat idle (a dropped connection is found
+    before use), not before every transaction: the worker's claims and write-backs follow
+    each other within milliseconds, and a ping each would double their round trips. A
+    connection dropped in the middle of work fails that transaction, which the worker
+    retries with backoff."""
+    ping = engine.dialect.do_ping
+
+    @event.listens_for(engine, "checkin")
+    def _checkin(dbapi_conn: Any, record: Any) -> None:
+        if dbapi_conn is None:
+            return
+        if engine.dialect.name == "mysql" and getattr(dbapi_conn, "server_status", 0) & 1:
+            dbapi_conn.rollback()  # SERVER_STATUS_IN_TRANS: left open (pool reset is off)
+        record.info["idle_since"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _checkout(dbapi_conn: Any, record: Any, proxy: Any) -> None:
+        since = record.info.get("idle_since")
+        if since is None or time.monotonic() - since < IDLE_PING:
+            return
+        try:
+            alive = ping(dbapi_conn)
+            if engine.dialect.name == "postgresql":
+                dbapi_conn.rollback()  # the SELECT 1 opened a transaction: end it here
+        except Exception as exc:
+            raise sa.exc.DisconnectionError(str(exc)) from exc
+        if alive is False:
+            raise sa.exc.DisconnectionError("connection is gone")
 
 
 def _setup_sqlite(engine: Engine) -> None:
