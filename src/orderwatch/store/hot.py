@@ -152,6 +152,14 @@ class HotPath:
 
         if dialect == "postgresql":
             self._pg_statements(cols, not_paused)
+        if dialect == "sqlite":
+            # The whole batch as one JSON value: one sqlite3 step instead of one per row.
+            # Every step releases and retakes the GIL, and with the event loop busy in the
+            # other thread each retake is a wait and a context switch.
+            cells = ", ".join(ORDER_COLUMNS)
+            self.sqlite_claim = (
+                f"SELECT json_group_array(json_array({cells})) FROM (" + self.claim_select + ")"
+            )
 
     def _pg_statements(self, cols: str, not_paused: str) -> None:
         """PostgreSQL: a claim and a write-back are one statement each, run in autocommit
@@ -232,6 +240,69 @@ class HotPath:
             for c, values in arrays.items():
                 params[f"{prefix}_{c}"] = values
         return params
+
+    def sqlite_held(self, ids: Iterable[int]) -> str:
+        """:meth:`held` as one JSON value ``[[id, token], ...]`` (one step)."""
+        listed = ",".join(str(int(i)) for i in ids)
+        return (
+            "SELECT json_group_array(json_array(id, lease_token)) FROM orders"
+            f" WHERE id IN ({listed})"
+        )
+
+    def sqlite_write(self, writes: Sequence[Write]) -> tuple[str, list[Any]]:
+        """SQLite: every row of a write-back in one ``UPDATE … FROM (VALUES …)``; the rows
+        were checked by :meth:`sqlite_held` in the same (immediate) transaction."""
+        n = len(WRITE_COLUMNS)
+        sets = ", ".join(f"{c} = v.column{i + 3}" for i, c in enumerate(WRITE_COLUMNS))
+        release = ", ".join(
+            f"{c} = CASE WHEN v.column2 THEN NULL ELSE {c} END"
+            for c in ("locked_by", "locked_until", "lease_token")
+        )
+        row = "(" + ", ".join("?" * (n + 2)) + ")"
+        params: list[Any] = []
+        for w in writes:
+            fields = order_fields(w.transition.order, w.token, self.time_in)
+            params.append(fields["b_id"])
+            params.append(1 if w.release else 0)
+            params.extend(fields[c] for c in WRITE_COLUMNS)
+        values = ", ".join([row] * len(writes))
+        sql = (
+            f"UPDATE orders SET {sets}, {release} FROM (VALUES {values}) AS v"
+            " WHERE orders.id = v.column1"
+        )
+        return sql, params
+
+    def insert_events(self, rows: Sequence[dict[str, Any]]) -> tuple[str, list[Any]]:
+        """Many ``order_events`` rows in one multi-row INSERT (one step)."""
+        one = "(" + ", ".join("?" * len(_EVENT_COLUMNS)) + ")"
+        params = [r[c] for r in rows for c in _EVENT_COLUMNS]
+        sql = (
+            f"INSERT INTO order_events ({', '.join(_EVENT_COLUMNS)})"
+            f" VALUES {', '.join([one] * len(rows))}"
+        )
+        return sql, params
+
+    def mysql_write(self, writes: Sequence[Write]) -> tuple[str, tuple[Any, ...]]:
+        """MySQL/MariaDB: every row of a write-back in one UPDATE (a join with the rows
+        as a derived table), instead of one statement per row; the rows were checked and
+        locked by :meth:`held` in the same transaction, so the join needs no token."""
+        cols = ("id", "release_", *WRITE_COLUMNS)
+        first = "SELECT " + ", ".join(f"%s AS {c}" for c in cols)
+        other = "SELECT " + ", ".join("%s" for _ in cols)
+        rows = " UNION ALL ".join([first, *([other] * (len(writes) - 1))])
+        sets = ", ".join(f"o.{c} = v.{c}" for c in WRITE_COLUMNS)
+        release = ", ".join(
+            f"o.{c} = IF(v.release_, NULL, o.{c})"
+            for c in ("locked_by", "locked_until", "lease_token")
+        )
+        params: list[Any] = []
+        for w in writes:
+            fields = order_fields(w.transition.order, w.token, self.time_in)
+            params.append(fields["b_id"])
+            params.append(1 if w.release else 0)
+            params.extend(fields[c] for c in WRITE_COLUMNS)
+        sql = f"UPDATE orders o JOIN ({rows}) v ON o.id = v.id SET {sets}, {release}"
+        return sql, tuple(params)
 
     def _sql(self, text: str) -> str:
         if self.dialect == "sqlite":

@@ -414,8 +414,13 @@ class SqlStore:
         def work(conn: Connection) -> list[Order]:
             cur = conn.connection.cursor()
             try:
-                cur.execute(hot.claim_select, params)
-                rows = cur.fetchall()
+                rows: Sequence[Sequence[Any]]
+                if self.dialect == "sqlite":
+                    cur.execute(hot.sqlite_claim, params)
+                    rows = json.loads(_one(cur))
+                else:
+                    cur.execute(hot.claim_select, params)
+                    rows = cur.fetchall()
                 if not rows:
                     return []
                 prefix = os.urandom(6).hex()
@@ -475,14 +480,20 @@ class SqlStore:
                 one_statement, autocommit=True, durable=any(not w.release for w in writes)
             )
 
+        sqlite = self.dialect == "sqlite"
+
         def work(conn: Connection) -> set[int]:
             cur = conn.connection.cursor()
             try:
                 held: dict[int, str | None] = {}
                 ids = [w.transition.order.id for w in writes]
                 for some in _chunks(ids, 500):
-                    cur.execute(hot.held(some))
-                    held.update(cur.fetchall())
+                    if sqlite:
+                        cur.execute(hot.sqlite_held(some))
+                        held.update((i, t) for i, t in json.loads(_one(cur)))
+                    else:
+                        cur.execute(hot.held(some))
+                        held.update(cur.fetchall())
                 winners = [
                     w
                     for w in writes
@@ -490,22 +501,33 @@ class SqlStore:
                 ]
                 if not winners:
                     return set()
-                released = [
-                    hot.write_params(w.transition.order, w.token) for w in winners if w.release
-                ]
-                kept = [
-                    hot.write_params(w.transition.order, w.token) for w in winners if not w.release
-                ]
-                if released:
-                    cur.executemany(hot.write_release, released)
-                if kept:
-                    cur.executemany(hot.write_keep, kept)
+                if self.dialect == "mysql":
+                    cur.execute(*hot.mysql_write(winners))  # one statement, not one per row
+                elif sqlite:
+                    for some_writes in _chunks(winners, 500):
+                        cur.execute(*hot.sqlite_write(some_writes))
+                else:
+                    released = [
+                        hot.write_params(w.transition.order, w.token) for w in winners if w.release
+                    ]
+                    kept = [
+                        hot.write_params(w.transition.order, w.token)
+                        for w in winners
+                        if not w.release
+                    ]
+                    if released:
+                        cur.executemany(hot.write_release, released)
+                    if kept:
+                        cur.executemany(hot.write_keep, kept)
                 events = [
                     hot.event_params(w.transition.order.id, ev)
                     for w in winners
                     for ev in w.transition.events
                 ]
-                if events:
+                if events and sqlite:
+                    for some_events in _chunks(events, 500):
+                        cur.execute(*hot.insert_events(some_events))
+                elif events:
                     cur.executemany(hot.insert_event, events)
             finally:
                 cur.close()
@@ -1101,6 +1123,13 @@ def _differing_fields(order: NewOrder, row: Mapping[Any, Any]) -> list[str]:
         f"recipient.{k}" for k in ("name", "phone", "address") if body["recipient"][k] != rec[k]
     ]
     return diff
+
+
+def _one(cur: Any) -> Any:
+    """The single value of a one-row, one-column answer (an aggregate always has one row)."""
+    row = cur.fetchone()
+    assert row is not None
+    return row[0]
 
 
 def _chunks(items: Sequence[T], size: int) -> Iterable[Sequence[T]]:
