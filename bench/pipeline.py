@@ -285,6 +285,21 @@ async def role_setup(a: dict[str, Any]) -> dict[str, Any]:
             t = time.perf_counter()
             await service.submit(chunk, actor="bench")
             submit_s += time.perf_counter() - t
+        spread = a.get("spread_s")
+        if spread:
+            # Order i falls due at start + i/n × spread (schedule seconds): a steady stream.
+            import sqlalchemy as sa
+
+            start, n = clock.now(), a["orders"]
+            rows = [
+                {"b_id": i + 1, "t": start + timedelta(seconds=spread * i / n)} for i in range(n)
+            ]
+            stmt = (
+                orders.update()
+                .where(orders.c.id == sa.bindparam("b_id"))
+                .values(next_run_at=sa.bindparam("t"))
+            )
+            await service.store.execute(lambda conn: conn.execute(stmt, rows))
         due = a.get("due")
         if due is not None:
             # Everything after the first `due` orders waits a year (schedule time).
@@ -787,6 +802,7 @@ def run_benchmark(opts: argparse.Namespace) -> dict[str, Any]:
     ceilings: list[dict[str, Any]] = []
     memory: dict[str, Any] = {}
     paced: dict[str, Any] = {}
+    steady: dict[str, Any] = {}
     try:
         say(f"simulator at {sim.url} (speed ×{speed:g}, ending {opts.ending})")
         # ---- orderwatch intake (timed, not part of the rate)
@@ -836,6 +852,15 @@ def run_benchmark(opts: argparse.Namespace) -> dict[str, Any]:
         sim.stop()
         if opts.paced_orders:
             paced = run_paced(opts, polling, sim_settings, workdir)
+        if opts.steady_fraction:
+            steady = run_steady(
+                opts,
+                common,
+                polling=polling,
+                sim_settings=sim_settings,
+                workdir=workdir,
+                peak=worker,
+            )
     finally:
         sim.stop()
         tmp.cleanup()
@@ -846,6 +871,7 @@ def run_benchmark(opts: argparse.Namespace) -> dict[str, Any]:
         ceiling=combine(ceilings),
         memory=memory,
         paced=paced,
+        steady=steady,
     )
     report["machine"]["loadavg_end"] = os.getloadavg()
     report["figures"] = figures(report)
@@ -937,6 +963,66 @@ def run_paced(
     return result
 
 
+def run_steady(
+    opts: argparse.Namespace,
+    common: dict[str, Any],
+    *,
+    polling: dict[str, Any],
+    sim_settings: dict[str, Any],
+    workdir: Path,
+    peak: dict[str, Any],
+) -> dict[str, Any]:
+    """Poll lateness under a steady load at ``--steady-fraction`` of the peak rate just
+    measured: the orders' first calls are spread evenly over the time that rate needs."""
+    n = max(500, opts.orders // 4)
+    rate = opts.steady_fraction * peak["calls_per_s"]
+    calls = n * (1 + opts.queries_per_order)
+    spread_real = calls / rate
+    speed = common["speed"]
+    clock_start = time.time()
+    sim = Simulator(speed=speed, clock_start=clock_start, settings=sim_settings)
+    try:
+        args = {**common, "sim_url": sim.url, "clock_start": clock_start, "polling": polling}
+        db = workdir / "steady.db"
+        child(
+            "setup",
+            {
+                **args,
+                "db_url": f"sqlite:///{db}",
+                "orders": n,
+                "prefix": "S",
+                "spread_s": spread_real * speed,
+            },
+            workdir,
+            timeout=opts.timeout,
+        )
+        result = measured(
+            sim,
+            lambda: child(
+                "worker",
+                {
+                    **args,
+                    "db_url": f"sqlite:///{db}",
+                    "target": n,
+                    "timeout": opts.timeout,
+                    "log_path": str(workdir / "steady.log"),
+                },
+                workdir,
+                timeout=opts.timeout,
+            ),
+        )
+    finally:
+        sim.stop()
+    result["offered_calls_per_s"] = rate
+    result["fraction_of_peak"] = opts.steady_fraction
+    say(
+        f"steady: {n:,} orders offered at {rate:,.0f} calls/s "
+        f"({opts.steady_fraction:.0%} of the peak {peak['calls_per_s']:,.0f}/s): poll lateness "
+        f"p50 {result['poll_lateness_p50_ms']:.1f} ms, p99 {result['poll_lateness_p99_ms']:.1f} ms"
+    )
+    return result
+
+
 def combine(runs: list[dict[str, Any]]) -> dict[str, Any]:
     """The ceiling: the mean of its runs (before and after the worker) when there are two."""
     calls = sum(r["calls"] for r in runs)
@@ -985,6 +1071,9 @@ def figures(r: dict[str, Any]) -> dict[str, Any]:
         "all_final": w["finished"] >= r["orders"] and not w["timed_out"],
         "placed_once": sim["place_requests"] == r["orders"] and sim["duplicates"] == 0,
     }
+    if r.get("steady"):
+        f["steady_poll_lateness_p99_ms"] = r["steady"]["poll_lateness_p99_ms"]
+        f["steady_fraction_of_peak"] = r["steady"]["fraction_of_peak"]
     if r.get("paced"):
         f["paced_poll_lateness_p50_ms"] = r["paced"]["poll_lateness_p50_ms"]
         f["paced_poll_lateness_p99_ms"] = r["paced"]["poll_lateness_p99_ms"]
@@ -1066,6 +1155,17 @@ def print_table(r: dict[str, Any]) -> None:
                 f"{pc['cpu_per_call_us']:.0f} µs/call",
             )
         )
+    st = r.get("steady")
+    if st:
+        rows.append(
+            (
+                f"  … at {st['fraction_of_peak']:.0%} of peak",
+                f"{st['poll_lateness_p50_ms']:,.1f} / {st['poll_lateness_p99_ms']:,.1f}",
+                "",
+                f"{st['finished']:,} orders offered at {st['offered_calls_per_s']:,.0f} calls/s"
+                f" (p99 < 1 s: {'ok' if st['poll_lateness_p99_ms'] < 1000 else 'FAIL'})",
+            )
+        )
     mem = r.get("memory") or {}
     for size in sorted(mem, key=int):
         m = mem[size]["worker"]
@@ -1134,6 +1234,12 @@ def main() -> None:
         "(default 1000, 500 with --quick; 0 skips it)",
     )
     p.add_argument("--paced-speed", type=float, default=200.0, help="its clock speed (200)")
+    p.add_argument(
+        "--steady-fraction",
+        type=float,
+        default=0.8,
+        help="also run a steady load at this fraction of the peak rate (0.8; 0 skips it)",
+    )
     p.add_argument(
         "--profile",
         choices=["cprofile", "pyinstrument", "py-spy", "py-spy-native"],

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import io
 import re
+from datetime import timedelta
 from typing import Any
 
 import httpx
@@ -557,6 +558,17 @@ async def test_overview_shows_the_counts(console: Console) -> None:
     assert r.text.count("<svg") >= 6
     assert "PLACE_UNREACHABLE" in r.text
     assert "acme" in r.text
+
+
+async def test_overview_shows_an_open_circuit_breaker(console: Console) -> None:
+    now = console.service.clock.now()
+    until = now + timedelta(minutes=5)
+    await console.service.store.open_circuit("globex", now=now, until=until, note="timeouts")
+    await login(console.client, "viewer")
+    r = await console.client.get("/console")
+    assert r.status_code == 200
+    assert "熔断 circuit open" in r.text
+    assert "globex" in r.text
 
 
 async def test_static_files_and_no_console_in_the_openapi(console: Console) -> None:

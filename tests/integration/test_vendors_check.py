@@ -195,6 +195,14 @@ def test_check_a_reference_vendor(tmp_path: Path, start_sim: StartSim) -> None:
     assert report["adapter"] == "reference"
     assert report["outcome"] == "unknown_order"
     assert report["code"] == "E404"
+    assert report["signature"] == "valid"
+    # the wrong secret: the answer's signature no longer checks out
+    cfg.write_text(cfg.read_text(encoding="utf-8").replace("ref-secret", "not-it"))
+    done = run("vendors", "check", "acme", "-c", str(cfg), "--json", cwd=tmp_path)
+    assert done.returncode == 1, done.stdout + done.stderr
+    report = json.loads(done.stdout)
+    assert report["outcome"] == "abnormal:bad_signature"
+    assert report["signature"] == "invalid"
 
 
 def test_a_mapped_vendor_without_mapping_is_a_config_error(tmp_path: Path) -> None:

@@ -445,6 +445,7 @@ async def _overview_data(request: Request, service: Service) -> dict[str, Any]:
     now = service.clock.now()
     counts = await service.store.counts(now=now)
     paused = await service.store.paused_vendors()
+    circuits = await service.store.open_circuits(now=now)
 
     def work(conn: Any) -> dict[str, Any]:
         return {
@@ -489,7 +490,9 @@ async def _overview_data(request: Request, service: Service) -> dict[str, Any]:
     per_minute = health.per_minute
     full = per_minute[:-1] or per_minute  # the current minute is not over yet
     vendors = []
-    names = sorted(set(service.settings.current.vendors) | set(health.vendors) | set(paused))
+    names = sorted(
+        set(service.settings.current.vendors) | set(health.vendors) | set(paused) | set(circuits)
+    )
     for name in names:
         h = health.vendors.get(name) or reports.VendorHealth(name)
         p95 = h.p95_ms
@@ -503,6 +506,7 @@ async def _overview_data(request: Request, service: Service) -> dict[str, Any]:
                 "maintenance": h.maintenance,
                 "last_maintenance": _dt(h.last_maintenance) if h.last_maintenance else None,
                 "paused": _dt(paused[name]) if name in paused else None,
+                "circuit_until": _dt(circuits[name]) if name in circuits else None,
                 "orders": sum(counts.by_vendor.get(name, {}).values()),
             }
         )

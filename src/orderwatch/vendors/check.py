@@ -40,9 +40,21 @@ async def check_vendor(
         "order_no": order_no,
         "http_status": exchange.http_status,
         "latency_ms": round(exchange.latency * 1000, 1),
-        "signature": "not reported by this adapter",
+        "signature": _signature_verdict(settings.adapter, outcome),
         "code": exchange.vendor_code,
         "outcome": exchange.outcome_name,
         "detail": outcome.detail if isinstance(outcome, Abnormal) else "",
         "understood": not isinstance(outcome, Abnormal),
     }
+
+
+def _signature_verdict(adapter: str, outcome: object) -> str:
+    """The reference adapter checks every answer's signature before reading it, so its
+    outcome says what the check found; a plug-in's own checks are not visible here."""
+    if adapter != "reference":
+        return "not reported by this adapter"
+    if isinstance(outcome, Abnormal):
+        if outcome.kind == "bad_signature":
+            return "invalid"
+        return "not checked (no usable answer)"
+    return "valid"

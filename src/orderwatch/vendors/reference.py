@@ -271,7 +271,10 @@ class ReferenceAdapter:
                     too_big = True
                 else:
                     raw, too_big = await _read_limited(resp)
-                retry_after = retry_after_seconds(resp.headers.get("Retry-After"), self.clock.now())
+                header = resp.headers.get("Retry-After")
+                retry_after = (
+                    retry_after_seconds(header, self.clock.now()) if header is not None else None
+                )
                 header_signature = (
                     resp.headers.get(self._sign_header) if self._sign_header is not None else None
                 )
