@@ -135,7 +135,8 @@ class Worker:
         self._busy = 0  # orders being processed in lanes
         self._vendor_busy: dict[str, int] = {}
         self._lanes: set[asyncio.Task[None]] = set()
-        self._rate_timers: set[str] = set()  # vendors with a rate wake-up scheduled
+        self._rate_timers: set[str] = set()
+        self._rate_passes: dict[str, int] = {}  # vendors with a rate wake-up scheduled
         self._held: dict[int, str] = {}  # order id -> lease token, until written back
         self._pending: list[Write] = []
         self._flush_lock = asyncio.Lock()
@@ -184,6 +185,7 @@ class Worker:
 
     async def run_once(self) -> int:
         """Claim one batch, handle all of it, write it back; return how many were claimed."""
+        self._draining = False
         claimed = await self._claim(self.settings.current.worker.batch_size)
         while self._lanes or self._waiting_count:
             if self._lanes:
@@ -294,6 +296,14 @@ class Worker:
             self._wake.set()  # burst mode returns once nothing is in flight
 
     async def _lane(self) -> None:
+        try:
+            await self._take_orders()
+        finally:
+            # at once, not in the done callback a loop step later: a claim in between
+            # would count this lane as running and start one too few
+            self._lanes.discard(asyncio.current_task())
+
+    async def _take_orders(self) -> None:
         ready = self._ready
         while ready and not self._draining:
             order = ready.popleft()
@@ -320,20 +330,39 @@ class Worker:
             return False  # a lane finishing one of this vendor's calls resumes a waiter
         if cfg is None or cfg.rate_limit is None:
             return True
+        if self._rate_passes.get(vendor):  # a slot the rate tick took for a waiter
+            self._rate_passes[vendor] = 0
+            return True
         pacer = self._pacers.get(vendor)
         if pacer is None or pacer.rate != cfg.rate_limit:
             pacer = self._pacers[vendor] = Pacer(cfg.rate_limit)
         wait = pacer.take(time.monotonic())
         if wait <= 0:
             return True
-        if vendor not in self._rate_timers:
-            self._rate_timers.add(vendor)
-            asyncio.get_running_loop().call_later(wait, self._rate_tick, vendor)
+        self._rate_tick_in(vendor, wait)
         return False
 
+    def _rate_tick_in(self, vendor: str, seconds: float) -> None:
+        if vendor not in self._rate_timers:
+            self._rate_timers.add(vendor)
+            asyncio.get_running_loop().call_later(seconds, self._rate_tick, vendor)
+
     def _rate_tick(self, vendor: str) -> None:
+        """A rate-limited vendor's next slot is here: take it for its oldest waiting order
+        and tick again at the vendor's rate while others wait, so that calls keep coming at
+        the rate whatever the vendor's latency (a finished call also resumes a waiter)."""
         self._rate_timers.discard(vendor)
+        pacer = self._pacers.get(vendor)
+        if not self._waiting.get(vendor) or pacer is None or self._draining:
+            return
+        wait = pacer.take(time.monotonic())
+        if wait > 0:  # a lane took this slot meanwhile
+            self._rate_tick_in(vendor, wait)
+            return
+        self._rate_passes[vendor] = 1  # at most one: a pass never adds up to a burst
         self._resume_waiting(vendor)
+        if self._waiting.get(vendor):
+            self._rate_tick_in(vendor, 1 / pacer.rate)
 
     def _resume_waiting(self, vendor: str) -> None:
         """Give the vendor's oldest waiting order back to the lanes, ahead of the rest."""

@@ -43,10 +43,15 @@ def new_order(no: str, **changes: object) -> NewOrder:
     return replace(base, **changes)  # type: ignore[arg-type]
 
 
-@pytest.fixture(params=KINDS)
+@pytest.fixture(params=[*KINDS, "sqlite-rowwise"])
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[SqlStore]:
-    with fresh_database(request.param, tmp_path) as url:
+    """Every database; ``sqlite-rowwise`` is SQLite on the statement-per-row path that
+    SQLite libraries older than 3.38 take (no one-step JSON batches)."""
+    kind = "sqlite" if request.param == "sqlite-rowwise" else request.param
+    with fresh_database(kind, tmp_path) as url:
         s = SqlStore(url)
+        if request.param == "sqlite-rowwise":
+            s._sqlite_batch = False
         try:
             await s.ensure_schema(auto_upgrade=True)
             yield s

@@ -112,8 +112,9 @@ async def place_all(
     *,
     n: int,
     vendor: dict[str, object],
+    latency: float = 0.0,
 ) -> tuple[float, Simulator]:
-    sim = await make_simulator(clock)
+    sim = await make_simulator(clock, latency=latency)
     service = await make_service(sim.base_url, clock, polling=POLLING, vendor=vendor)
     await service.submit([new_order(f"RL{i:03d}") for i in range(n)], actor="test")
     worker = make_worker(service)
@@ -137,3 +138,26 @@ async def test_rate_limit_spaces_calls_to_a_vendor(
     free, sim2 = await place_all(make_simulator, make_service, make_worker, clock, n=n, vendor={})
     assert sim2.stats()["place_requests"] == n
     assert free < limited / 2, (free, limited)
+
+
+async def test_rate_limit_keeps_its_pace_when_the_vendor_is_slow(
+    make_simulator: MakeSimulator,
+    make_service: MakeService,
+    make_worker: MakeWorker,
+    clock: ManualClock,
+) -> None:
+    """Calls slower than 1/rate must overlap: the limit spaces the starts, it does not
+    serialise the calls (30 calls at 20/s answering in 0.4 s take about 1.9 s, not 6 s)."""
+    n, rate, latency = 30, 20.0, 0.4
+    elapsed, sim = await place_all(
+        make_simulator,
+        make_service,
+        make_worker,
+        clock,
+        n=n,
+        vendor={"rate_limit": rate, "timeout": "2s"},
+        latency=latency,
+    )
+    assert sim.stats()["place_requests"] == n
+    assert elapsed >= (n - 1) / rate * 0.95, elapsed
+    assert elapsed < (n - 1) / rate + latency + 1.5, elapsed

@@ -14,6 +14,7 @@ import asyncio
 import hashlib
 import json
 import os
+import sqlite3
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -210,6 +211,9 @@ class SqlStore:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="orderwatch-db")
         self._skip_locked = self.dialect in ("postgresql", "mysql")
         self._hot = HotPath(self.dialect)
+        # One-step batches need UPDATE … FROM (SQLite 3.33) and JSON built in (3.38);
+        # older SQLite libraries take the statement-per-row path.
+        self._sqlite_batch = self.dialect == "sqlite" and sqlite3.sqlite_version_info >= (3, 38)
 
     # ------------------------------------------------------------------ plumbing
 
@@ -415,7 +419,7 @@ class SqlStore:
             cur = conn.connection.cursor()
             try:
                 rows: Sequence[Sequence[Any]]
-                if self.dialect == "sqlite":
+                if self._sqlite_batch:
                     cur.execute(hot.sqlite_claim, params)
                     rows = json.loads(_one(cur))
                 else:
@@ -480,7 +484,7 @@ class SqlStore:
                 one_statement, autocommit=True, durable=any(not w.release for w in writes)
             )
 
-        sqlite = self.dialect == "sqlite"
+        sqlite = self._sqlite_batch
 
         def work(conn: Connection) -> set[int]:
             cur = conn.connection.cursor()
