@@ -855,7 +855,7 @@ def run_benchmark(opts: argparse.Namespace) -> dict[str, Any]:
         if opts.steady_fraction:
             steady = run_steady(
                 opts,
-                common,
+                speed,
                 polling=polling,
                 sim_settings=sim_settings,
                 workdir=workdir,
@@ -916,11 +916,18 @@ def run_memory(opts: argparse.Namespace, common: dict[str, Any], workdir: Path) 
     return memory
 
 
-def run_paced(
-    opts: argparse.Namespace, polling: dict[str, Any], sim_settings: dict[str, Any], workdir: Path
+def run_side(
+    opts: argparse.Namespace,
+    name: str,
+    *,
+    n: int,
+    speed: float,
+    polling: dict[str, Any],
+    sim_settings: dict[str, Any],
+    workdir: Path,
+    setup: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Poll lateness when the worker keeps up: fewer orders, a slower clock, own simulator."""
-    n, speed = opts.paced_orders, opts.paced_speed
+    """A side run: its own simulator and database, ``n`` orders, one measured worker."""
     clock_start = time.time()
     sim = Simulator(speed=speed, clock_start=clock_start, settings=sim_settings)
     try:
@@ -930,11 +937,11 @@ def run_paced(
             "clock_start": clock_start,
             "concurrency": opts.concurrency,
             "polling": polling,
+            "db_url": f"sqlite:///{workdir / f'{name}.db'}",
         }
-        db = workdir / "paced.db"
         child(
             "setup",
-            {**common, "db_url": f"sqlite:///{db}", "orders": n, "prefix": "P"},
+            {**common, "orders": n, "prefix": name[0].upper(), **(setup or {})},
             workdir,
             timeout=opts.timeout,
         )
@@ -944,10 +951,9 @@ def run_paced(
                 "worker",
                 {
                     **common,
-                    "db_url": f"sqlite:///{db}",
                     "target": n,
                     "timeout": opts.timeout,
-                    "log_path": str(workdir / "paced.log"),
+                    "log_path": str(workdir / f"{name}.log"),
                 },
                 workdir,
                 timeout=opts.timeout,
@@ -956,6 +962,23 @@ def run_paced(
     finally:
         sim.stop()
     result["speed"] = speed
+    return result
+
+
+def run_paced(
+    opts: argparse.Namespace, polling: dict[str, Any], sim_settings: dict[str, Any], workdir: Path
+) -> dict[str, Any]:
+    """Poll lateness when the worker keeps up: fewer orders, a slower clock, own simulator."""
+    n, speed = opts.paced_orders, opts.paced_speed
+    result = run_side(
+        opts,
+        "paced",
+        n=n,
+        speed=speed,
+        polling=polling,
+        sim_settings=sim_settings,
+        workdir=workdir,
+    )
     say(
         f"paced: {n:,} orders at ×{speed:g}, idle {result['idle_fraction']:.0%}: poll lateness "
         f"p50 {result['poll_lateness_p50_ms']:.1f} ms, p99 {result['poll_lateness_p99_ms']:.1f} ms"
@@ -965,7 +988,7 @@ def run_paced(
 
 def run_steady(
     opts: argparse.Namespace,
-    common: dict[str, Any],
+    speed: float,
     *,
     polling: dict[str, Any],
     sim_settings: dict[str, Any],
@@ -976,43 +999,17 @@ def run_steady(
     measured: the orders' first calls are spread evenly over the time that rate needs."""
     n = max(500, opts.orders // 4)
     rate = opts.steady_fraction * peak["calls_per_s"]
-    calls = n * (1 + opts.queries_per_order)
-    spread_real = calls / rate
-    speed = common["speed"]
-    clock_start = time.time()
-    sim = Simulator(speed=speed, clock_start=clock_start, settings=sim_settings)
-    try:
-        args = {**common, "sim_url": sim.url, "clock_start": clock_start, "polling": polling}
-        db = workdir / "steady.db"
-        child(
-            "setup",
-            {
-                **args,
-                "db_url": f"sqlite:///{db}",
-                "orders": n,
-                "prefix": "S",
-                "spread_s": spread_real * speed,
-            },
-            workdir,
-            timeout=opts.timeout,
-        )
-        result = measured(
-            sim,
-            lambda: child(
-                "worker",
-                {
-                    **args,
-                    "db_url": f"sqlite:///{db}",
-                    "target": n,
-                    "timeout": opts.timeout,
-                    "log_path": str(workdir / "steady.log"),
-                },
-                workdir,
-                timeout=opts.timeout,
-            ),
-        )
-    finally:
-        sim.stop()
+    spread_real = n * (1 + opts.queries_per_order) / rate
+    result = run_side(
+        opts,
+        "steady",
+        n=n,
+        speed=speed,
+        polling=polling,
+        sim_settings=sim_settings,
+        workdir=workdir,
+        setup={"spread_s": spread_real * speed},
+    )
     result["offered_calls_per_s"] = rate
     result["fraction_of_peak"] = opts.steady_fraction
     say(

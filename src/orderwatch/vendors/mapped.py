@@ -42,6 +42,7 @@ from ..settings import VendorSettings
 from ..statuses import Status
 from ..vendor_mapping import AnswerPaths, Meaning, VendorMapping, split_path
 from . import signing
+from .http import HttpSession
 from .reference import MAX_BODY, _read_limited, _snippet, retry_after_seconds
 
 __all__ = ["CheckReport", "Interpretation", "MappedAdapter", "probe_order"]
@@ -277,7 +278,7 @@ def probe_order(order_no: str, vendor: str, now: datetime) -> Order:
 # -------------------------------------------------------------------- the adapter
 
 
-class MappedAdapter:
+class MappedAdapter(HttpSession):
     """Places and queries orders with one vendor described by ``settings.mapping``.
 
     ``session`` is the seam for tests, as for the reference adapter.
@@ -300,9 +301,7 @@ class MappedAdapter:
         self._signer = signing.signer_for(settings)
         # Where signatures travel: in a body field (the signer's sign_field) or a header.
         self._sign_header = settings.sign_header if settings.sign_location == "header" else None
-        self._own_session = session is None
-        self._session = session
-        self._timeout = aiohttp.ClientTimeout(total=settings.timeout.total_seconds())
+        self._init_http(settings, session)
         self._ts_format = mapping.timestamp
         self._tz = ZoneInfo(mapping.timezone)
         self._nonce_length = mapping.nonce_length
@@ -326,21 +325,6 @@ class MappedAdapter:
             )
 
     # -- HTTP -------------------------------------------------------------------------------
-
-    def _get_session(self) -> aiohttp.ClientSession:
-        if self._session is None:
-            connector = aiohttp.TCPConnector(
-                limit=self.settings.concurrency, ttl_dns_cache=300, enable_cleanup_closed=True
-            )
-            self._session = aiohttp.ClientSession(
-                connector=connector, timeout=self._timeout, auto_decompress=True
-            )
-        return self._session
-
-    async def close(self) -> None:
-        if self._session is not None and self._own_session:
-            await self._session.close()
-        self._session = None
 
     def _timestamp(self) -> int | str:
         now = self.clock.now()

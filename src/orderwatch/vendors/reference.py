@@ -34,6 +34,7 @@ from ..outcomes import (
 )
 from ..settings import VendorSettings
 from . import signing
+from .http import HttpSession
 
 # One encoder for the hot path: json.dumps with options builds a new one per call.
 _JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
@@ -173,7 +174,7 @@ def interpret(
     return Abnormal("malformed", f"unmapped status {status!r}"), code
 
 
-class ReferenceAdapter:
+class ReferenceAdapter(HttpSession):
     """Places and queries orders with one vendor that speaks the reference protocol.
 
     ``session`` is the seam for tests; by default the adapter opens its own aiohttp
@@ -194,27 +195,10 @@ class ReferenceAdapter:
         self._signer = signing.signer_for(settings)
         self._sign_header = settings.sign_header if settings.sign_location == "header" else None
         self._headers = {"Content-Type": "application/json; charset=utf-8"}
-        self._own_session = session is None
-        self._session = session
-        self._timeout = aiohttp.ClientTimeout(total=settings.timeout.total_seconds())
+        self._init_http(settings, session)
         self._status_map = dict(settings.status_map)
         self._place_url = f"{settings.base_url}/orders"
         self._query_url = f"{settings.base_url}/orders/query"
-
-    def _get_session(self) -> aiohttp.ClientSession:
-        if self._session is None:
-            connector = aiohttp.TCPConnector(
-                limit=self.settings.concurrency, ttl_dns_cache=300, enable_cleanup_closed=True
-            )
-            self._session = aiohttp.ClientSession(
-                connector=connector, timeout=self._timeout, auto_decompress=True
-            )
-        return self._session
-
-    async def close(self) -> None:
-        if self._session is not None and self._own_session:
-            await self._session.close()
-        self._session = None
 
     def _signed(self, fields: dict[str, Any]) -> tuple[bytes, dict[str, str]]:
         """The signed body and the request headers (the signature goes in the body's
