@@ -28,6 +28,7 @@ from types import UnionType
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -85,6 +86,15 @@ def format_duration(td: timedelta | float) -> str:
 Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
 
 
+def _longer_than_zero(v: timedelta) -> timedelta:
+    if v <= timedelta(0):
+        raise ValueError("must be longer than 0s")
+    return v
+
+
+PositiveDuration = Annotated[Duration, AfterValidator(_longer_than_zero)]
+
+
 def _resolve_secret(value: Any, info: ValidationInfo) -> Any:
     """``env:NAME`` → NAME from the mapping load_settings was given, else the process's."""
     if isinstance(value, str) and value.startswith("env:"):
@@ -122,9 +132,7 @@ class PollingSettings(BaseModel):
     @field_validator("initial_interval", "max_interval", "deadline")
     @classmethod
     def _positive(cls, v: timedelta) -> timedelta:
-        if v <= timedelta(0):
-            raise ValueError("must be longer than 0s")
-        return v
+        return _longer_than_zero(v)
 
 
 class PollingOverride(BaseModel):
@@ -167,14 +175,7 @@ class CircuitBreakerSettings(BaseModel):
     model_config = _STRICT
 
     failures: int = Field(10, ge=0, le=1_000_000)
-    open_for: Duration = timedelta(minutes=5)
-
-    @field_validator("open_for")
-    @classmethod
-    def _open_for(cls, v: timedelta) -> timedelta:
-        if v <= timedelta(0):
-            raise ValueError("must be longer than 0s")
-        return v
+    open_for: PositiveDuration = timedelta(minutes=5)
 
 
 class VendorSettings(BaseModel):
@@ -198,7 +199,7 @@ class VendorSettings(BaseModel):
     sign_location: Literal["body", "header"] = "body"
     sign_field: str = Field("sign", min_length=1, max_length=64)
     sign_header: str = Field("X-Signature", min_length=1, max_length=64)
-    timeout: Duration = timedelta(seconds=5)
+    timeout: PositiveDuration = timedelta(seconds=5)
     concurrency: int = Field(32, ge=1, le=10_000)
     # requests per second to this vendor from each worker process; unset: no limit
     rate_limit: float | None = Field(None, gt=0, le=100_000)
@@ -229,13 +230,6 @@ class VendorSettings(BaseModel):
         if not re.match(r"^https?://[^\s/]+", v):
             raise ValueError("must be an http:// or https:// URL")
         return v.rstrip("/")
-
-    @field_validator("timeout")
-    @classmethod
-    def _timeout(cls, v: timedelta) -> timedelta:
-        if v <= timedelta(0):
-            raise ValueError("must be longer than 0s")
-        return v
 
     @field_validator("secret")
     @classmethod

@@ -135,8 +135,8 @@ class Worker:
         self._busy = 0  # orders being processed in lanes
         self._vendor_busy: dict[str, int] = {}
         self._lanes: set[asyncio.Task[None]] = set()
-        self._rate_timers: set[str] = set()
-        self._rate_passes: dict[str, int] = {}  # vendors with a rate wake-up scheduled
+        self._rate_timers: set[str] = set()  # vendors with a rate wake-up scheduled
+        self._rate_passes: set[str] = set()  # vendors whose next slot a rate tick took
         self._held: dict[int, str] = {}  # order id -> lease token, until written back
         self._pending: list[Write] = []
         self._flush_lock = asyncio.Lock()
@@ -286,22 +286,17 @@ class Worker:
     def _add_lanes(self) -> None:
         want = min(self.settings.current.worker.concurrency, len(self._ready))
         while len(self._lanes) < want:
-            lane = asyncio.create_task(self._lane())
-            self._lanes.add(lane)
-            lane.add_done_callback(self._lane_done)
-
-    def _lane_done(self, lane: asyncio.Task[None]) -> None:
-        self._lanes.discard(lane)
-        if not self.in_flight:
-            self._wake.set()  # burst mode returns once nothing is in flight
+            self._lanes.add(asyncio.create_task(self._lane()))
 
     async def _lane(self) -> None:
         try:
             await self._take_orders()
         finally:
-            # at once, not in the done callback a loop step later: a claim in between
-            # would count this lane as running and start one too few
+            # here, not in a done callback a loop step later: a claim in between would
+            # count this lane as running and start one too few
             self._lanes.discard(asyncio.current_task())
+            if not self.in_flight:
+                self._wake.set()  # burst mode returns once nothing is in flight
 
     async def _take_orders(self) -> None:
         ready = self._ready
@@ -330,8 +325,8 @@ class Worker:
             return False  # a lane finishing one of this vendor's calls resumes a waiter
         if cfg is None or cfg.rate_limit is None:
             return True
-        if self._rate_passes.get(vendor):  # a slot the rate tick took for a waiter
-            self._rate_passes[vendor] = 0
+        if vendor in self._rate_passes:  # a slot the rate tick took for a waiter
+            self._rate_passes.discard(vendor)
             return True
         pacer = self._pacers.get(vendor)
         if pacer is None or pacer.rate != cfg.rate_limit:
@@ -359,7 +354,7 @@ class Worker:
         if wait > 0:  # a lane took this slot meanwhile
             self._rate_tick_in(vendor, wait)
             return
-        self._rate_passes[vendor] = 1  # at most one: a pass never adds up to a burst
+        self._rate_passes.add(vendor)  # at most one: passes never add up to a burst
         self._resume_waiting(vendor)
         if self._waiting.get(vendor):
             self._rate_tick_in(vendor, 1 / pacer.rate)

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from tests.support.orders import make_order
 
 from orderwatch.clock import ManualClock
 from orderwatch.order import Order, Recipient
@@ -101,30 +102,14 @@ async def setup() -> AsyncIterator[Setup]:
 
 def an_order(order_no: str, clock: ManualClock) -> Order:
     now = clock.now()
-    return Order(
-        id=1,
+    return make_order(
+        Status.SENT,
         order_no=order_no,
-        vendor="acme",
-        sku="SKU-1001",
-        quantity=1,
-        points=12000,
         recipient=Recipient("张三", "13800000000", "上海市浦东新区世纪大道100号"),
-        payment_status="PAID",
         customer_id=None,
-        status=Status.SENT,
-        reason=None,
-        description=None,
-        vendor_order_id=None,
-        vendor_status=None,
-        logistics=None,
-        queries=0,
-        abnormal=0,
-        takeovers=0,
         placements=0,
-        unknown_streak=0,
         next_run_at=now,
         started_at=now,
-        placed_at=None,
         created_at=now,
         updated_at=now,
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from tests.unit.test_lifecycle import make_order
+from tests.support.orders import make_order
 
 from orderwatch import lifecycle
 from orderwatch.breaker import CircuitBreakers, Closed, Opened, is_transport_failure

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import random
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
-from typing import Any
+from datetime import datetime, timedelta
 
 import pytest
+from tests.support.orders import T0, make_order
 
 from orderwatch import backoff
 from orderwatch.lifecycle import (
@@ -28,7 +28,7 @@ from orderwatch.lifecycle import (
     mark_sent,
     plan,
 )
-from orderwatch.order import Order, Recipient
+from orderwatch.order import Order
 from orderwatch.outcomes import (
     Abnormal,
     Accepted,
@@ -43,45 +43,10 @@ from orderwatch.outcomes import (
 )
 from orderwatch.statuses import ACTIVE_STATUSES, Reason, Status
 
-T0 = datetime(2026, 11, 26, 1, 0, tzinfo=UTC)
 NOW = T0 + timedelta(minutes=30)
 POLICY = Policy()
 NO_JITTER = Policy(jitter=0.0)
 LOGISTICS = {"carrier": "SF", "tracking_no": "SF1234567890", "events": []}
-
-
-def make_order(status: Status = Status.PENDING, **changes: Any) -> Order:
-    """An order created at ``T0`` in ``status``, as the store would hand it to the engine."""
-    order = Order(
-        id=1,
-        order_no="R20261126000001",
-        vendor="acme",
-        sku="SKU-1001",
-        quantity=1,
-        points=12000,
-        recipient=Recipient("张三", "13800000000", "上海市浦东新区世纪大道1号"),
-        payment_status="PAID",
-        customer_id="C0001",
-        status=status,
-        reason=None,
-        description=None,
-        vendor_order_id=None,
-        vendor_status=None,
-        logistics=None,
-        queries=0,
-        abnormal=0,
-        takeovers=0,
-        placements=0 if status is Status.PENDING else 1,
-        unknown_streak=0,
-        next_run_at=T0,
-        started_at=T0,
-        placed_at=T0 if status is Status.ORDERED else None,
-        created_at=T0,
-        updated_at=T0,
-    )
-    if status is Status.ORDERED:
-        order = replace(order, vendor_order_id="V-1")
-    return replace(order, **changes)
 
 
 def ex(outcome: Outcome, *, http_status: int | None = 200, code: str | None = "0000") -> Exchange:

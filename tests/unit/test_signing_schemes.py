@@ -44,43 +44,32 @@ def key(name: str) -> str:
     return str(VECTORS / name)
 
 
-def merchant(sign_type: str, **options: Any) -> signing.Signer:
-    """Our side: signs with our private key, verifies with the vendor's public key."""
+def signer(sign_type: str, private: str, public: str, **options: Any) -> signing.Signer:
+    """A signer with ``private``'s private key and ``public``'s public key (or the secret)."""
     if sign_type in SYMMETRIC:
         return signing.Signer(sign_type=sign_type, secret=options.pop("secret", "s"), **options)
     kind = "rsa" if sign_type == "RSA2" else "sm2"
     return signing.Signer(
         sign_type=sign_type,
-        private_key=key(f"{kind}_merchant.pem"),
-        public_key=key(f"{kind}_vendor.pub.pem"),
+        private_key=key(f"{kind}_{private}.pem"),
+        public_key=key(f"{kind}_{public}.pub.pem"),
         **options,
     )
+
+
+def merchant(sign_type: str, **options: Any) -> signing.Signer:
+    """Our side: signs with our private key, verifies with the vendor's public key."""
+    return signer(sign_type, "merchant", "vendor", **options)
 
 
 def vendor(sign_type: str, **options: Any) -> signing.Signer:
     """The vendor's side: its private key, our public key."""
-    if sign_type in SYMMETRIC:
-        return signing.Signer(sign_type=sign_type, secret=options.pop("secret", "s"), **options)
-    kind = "rsa" if sign_type == "RSA2" else "sm2"
-    return signing.Signer(
-        sign_type=sign_type,
-        private_key=key(f"{kind}_vendor.pem"),
-        public_key=key(f"{kind}_merchant.pub.pem"),
-        **options,
-    )
+    return signer(sign_type, "vendor", "merchant", **options)
 
 
 def self_pair(sign_type: str, **options: Any) -> signing.Signer:
     """One key pair on both ends: verifies what it signs (the vectors' merchant key)."""
-    if sign_type in SYMMETRIC:
-        return signing.Signer(sign_type=sign_type, secret=options.pop("secret", "s"), **options)
-    kind = "rsa" if sign_type == "RSA2" else "sm2"
-    return signing.Signer(
-        sign_type=sign_type,
-        private_key=key(f"{kind}_merchant.pem"),
-        public_key=key(f"{kind}_merchant.pub.pem"),
-        **options,
-    )
+    return signer(sign_type, "merchant", "merchant", **options)
 
 
 # -------------------------------------------------------------------- the published vectors

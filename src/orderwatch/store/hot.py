@@ -19,15 +19,17 @@ from typing import Any
 from ..lifecycle import Event
 from ..order import Order, Recipient
 from ..statuses import Reason, Status
-from .base import Write
+from .base import OutboxItem, Write
 from .schema import ORDER_COLUMNS, order_events
 
 # One encoder for the hot path: json.dumps with options builds a new one per call.
 _JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 
 _EVENT_COLUMNS = tuple(c.name for c in order_events.columns if c.name != "id")
+#: What a write-back that gives the row back clears.
+_LEASE_COLUMNS = ("locked_by", "locked_until", "lease_token")
 #: What a transition's notification row carries (the rest has defaults).
-_OUTBOX_COLUMNS = (
+OUTBOX_COLUMNS = (
     "order_id",
     "order_no",
     "event_type",
@@ -60,6 +62,11 @@ _PG_TYPES = {
     "next_attempt_at": "timestamp",
     "created_at": "timestamp",
 }
+
+
+def _id_list(ids: Iterable[int]) -> str:
+    """Our own ids inlined in SQL: as integers, so nothing else can get in."""
+    return ",".join(str(int(i)) for i in ids)
 
 
 def _unnest(prefix: str, columns: Sequence[str], *, ordinal: bool = False) -> str:
@@ -188,11 +195,10 @@ class HotPath:
         w = ", ".join(f"{c} = v.{c}" for c in WRITE_COLUMNS)
         v_cols = ("id", "token", "release", *WRITE_COLUMNS)
         release = ", ".join(
-            f"{c} = CASE WHEN v.release THEN NULL ELSE o.{c} END"
-            for c in ("locked_by", "locked_until", "lease_token")
+            f"{c} = CASE WHEN v.release THEN NULL ELSE o.{c} END" for c in _LEASE_COLUMNS
         )
         e_cols = ", ".join(_EVENT_COLUMNS)
-        n_cols = ", ".join(_OUTBOX_COLUMNS)
+        n_cols = ", ".join(OUTBOX_COLUMNS)
         self.pg_apply = self._sql(
             f"WITH v AS (SELECT * FROM {_unnest('v', v_cols)}),"
             f" w AS (UPDATE orders o SET {w}, {release} FROM v"
@@ -201,7 +207,7 @@ class HotPath:
             f" SELECT {e_cols} FROM {_unnest('e', _EVENT_COLUMNS, ordinal=True)}"
             " WHERE order_id IN (SELECT id FROM w) ORDER BY ord),"
             f" n AS (INSERT INTO outbox ({n_cols})"
-            f" SELECT {n_cols} FROM {_unnest('n', _OUTBOX_COLUMNS, ordinal=True)}"
+            f" SELECT {n_cols} FROM {_unnest('n', OUTBOX_COLUMNS, ordinal=True)}"
             " WHERE order_id IN (SELECT id FROM w) ORDER BY ord)"
             " SELECT id FROM w"
         )
@@ -211,7 +217,7 @@ class HotPath:
         t = self.time_in
         v: dict[str, list[Any]] = {c: [] for c in ("id", "token", "release", *WRITE_COLUMNS)}
         e: dict[str, list[Any]] = {c: [] for c in _EVENT_COLUMNS}
-        n: dict[str, list[Any]] = {c: [] for c in _OUTBOX_COLUMNS}
+        n: dict[str, list[Any]] = {c: [] for c in OUTBOX_COLUMNS}
         for w in writes:
             order = w.transition.order
             fields = order_fields(order, w.token, t)
@@ -224,17 +230,8 @@ class HotPath:
                 for c, value in event_fields(order.id, ev, t).items():
                     e[c].append(value)
             if w.outbox is not None:
-                item = w.outbox
-                n["order_id"].append(order.id)
-                n["order_no"].append(order.order_no)
-                n["event_type"].append(item.event_type)
-                n["payload"].append(item.payload)
-                n["state"].append(item.state)
-                n["attempts"].append(0)
-                n["next_attempt_at"].append(
-                    t(order.updated_at) if item.state == "pending" else None
-                )
-                n["created_at"].append(t(order.updated_at))
+                for c, value in outbox_fields(order, w.outbox, t).items():
+                    n[c].append(value)
         params: dict[str, list[Any]] = {}
         for prefix, arrays in (("v", v), ("e", e), ("n", n)):
             for c, values in arrays.items():
@@ -243,10 +240,9 @@ class HotPath:
 
     def sqlite_held(self, ids: Iterable[int]) -> str:
         """:meth:`held` as one JSON value ``[[id, token], ...]`` (one step)."""
-        listed = ",".join(str(int(i)) for i in ids)
         return (
             "SELECT json_group_array(json_array(id, lease_token)) FROM orders"
-            f" WHERE id IN ({listed})"
+            f" WHERE id IN ({_id_list(ids)})"
         )
 
     def sqlite_write(self, writes: Sequence[Write]) -> tuple[str, list[Any]]:
@@ -255,22 +251,15 @@ class HotPath:
         n = len(WRITE_COLUMNS)
         sets = ", ".join(f"{c} = v.column{i + 3}" for i, c in enumerate(WRITE_COLUMNS))
         release = ", ".join(
-            f"{c} = CASE WHEN v.column2 THEN NULL ELSE {c} END"
-            for c in ("locked_by", "locked_until", "lease_token")
+            f"{c} = CASE WHEN v.column2 THEN NULL ELSE {c} END" for c in _LEASE_COLUMNS
         )
         row = "(" + ", ".join("?" * (n + 2)) + ")"
-        params: list[Any] = []
-        for w in writes:
-            fields = order_fields(w.transition.order, w.token, self.time_in)
-            params.append(fields["b_id"])
-            params.append(1 if w.release else 0)
-            params.extend(fields[c] for c in WRITE_COLUMNS)
         values = ", ".join([row] * len(writes))
         sql = (
             f"UPDATE orders SET {sets}, {release} FROM (VALUES {values}) AS v"
             " WHERE orders.id = v.column1"
         )
-        return sql, params
+        return sql, self._write_rows(writes)
 
     def insert_events(self, rows: Sequence[dict[str, Any]]) -> tuple[str, list[Any]]:
         """Many ``order_events`` rows in one multi-row INSERT (one step)."""
@@ -291,18 +280,20 @@ class HotPath:
         other = "SELECT " + ", ".join("%s" for _ in cols)
         rows = " UNION ALL ".join([first, *([other] * (len(writes) - 1))])
         sets = ", ".join(f"o.{c} = v.{c}" for c in WRITE_COLUMNS)
-        release = ", ".join(
-            f"o.{c} = IF(v.release_, NULL, o.{c})"
-            for c in ("locked_by", "locked_until", "lease_token")
-        )
+        release = ", ".join(f"o.{c} = IF(v.release_, NULL, o.{c})" for c in _LEASE_COLUMNS)
+        sql = f"UPDATE orders o JOIN ({rows}) v ON o.id = v.id SET {sets}, {release}"
+        return sql, tuple(self._write_rows(writes))
+
+    def _write_rows(self, writes: Sequence[Write]) -> list[Any]:
+        """``id, release, *WRITE_COLUMNS`` of each write, flat, for the one-statement
+        write-backs (the rows were checked by :meth:`held` in the same transaction)."""
         params: list[Any] = []
         for w in writes:
             fields = order_fields(w.transition.order, w.token, self.time_in)
             params.append(fields["b_id"])
             params.append(1 if w.release else 0)
             params.extend(fields[c] for c in WRITE_COLUMNS)
-        sql = f"UPDATE orders o JOIN ({rows}) v ON o.id = v.id SET {sets}, {release}"
-        return sql, tuple(params)
+        return params
 
     def _sql(self, text: str) -> str:
         if self.dialect == "sqlite":
@@ -311,12 +302,11 @@ class HotPath:
 
     def claim_update(self, ids: Iterable[int]) -> str:
         """Lease the claimed rows (ids are ours, inlined as integers)."""
-        return self._claim_update.replace("<ids>", ",".join(str(int(i)) for i in ids))
+        return self._claim_update.replace("<ids>", _id_list(ids))
 
     def held(self, ids: Iterable[int]) -> str:
         """Which lease token each order holds now (ids are ours, inlined as integers)."""
-        listed = ",".join(str(int(i)) for i in ids)
-        return f"SELECT id, lease_token FROM orders WHERE id IN ({listed}){self.held_lock}"
+        return f"SELECT id, lease_token FROM orders WHERE id IN ({_id_list(ids)}){self.held_lock}"
 
     # ---------------------------------------------------------------- values
 
@@ -407,6 +397,22 @@ def order_fields(
         "started_at": time(order.started_at),
         "placed_at": time(order.placed_at),
         "updated_at": time(order.updated_at),
+    }
+
+
+def outbox_fields(
+    order: Order, item: OutboxItem, time: Callable[[datetime | None], Any] = _same
+) -> dict[str, Any]:
+    """The ``outbox`` row a transition's notification needs (keys: :data:`OUTBOX_COLUMNS`)."""
+    return {
+        "order_id": order.id,
+        "order_no": order.order_no,
+        "event_type": item.event_type,
+        "payload": item.payload,
+        "state": item.state,
+        "attempts": 0,
+        "next_attempt_at": time(order.updated_at) if item.state == "pending" else None,
+        "created_at": time(order.updated_at),
     }
 
 

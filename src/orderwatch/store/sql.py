@@ -40,7 +40,7 @@ from .base import (
     OutboxRow,
     Write,
 )
-from .hot import WRITE_COLUMNS, HotPath, event_fields, order_fields
+from .hot import WRITE_COLUMNS, HotPath, event_fields, order_fields, outbox_fields
 from .schema import order_events, order_tombstones, orders, outbox, vendor_pauses
 
 # One encoder for the hot path: json.dumps with options builds a new one per call.
@@ -536,9 +536,7 @@ class SqlStore:
             finally:
                 cur.close()
             notes = [
-                _outbox_params(w.transition.order, w.outbox)
-                for w in winners
-                if w.outbox is not None
+                outbox_fields(w.transition.order, w.outbox) for w in winners if w.outbox is not None
             ]
             if notes:  # only final states and shipping: rare enough for SQLAlchemy Core
                 conn.execute(outbox.insert(), notes)
@@ -769,7 +767,7 @@ class SqlStore:
                 )
             item = outbox_item(transition)
             if item is not None:
-                conn.execute(outbox.insert(), [_outbox_params(after, item)])
+                conn.execute(outbox.insert(), [outbox_fields(after, item)])
             if after.next_run_at is not None:
                 self._notify_due(conn)
             return _with_lease(after, token, after.takeovers), extra
@@ -1056,19 +1054,6 @@ class SqlStore:
             return len(ids), changed
 
         return await self._run(work)
-
-
-def _outbox_params(order: Order, item: OutboxItem) -> dict[str, Any]:
-    return {
-        "order_id": order.id,
-        "order_no": order.order_no,
-        "event_type": item.event_type,
-        "payload": item.payload,
-        "state": item.state,
-        "attempts": 0,
-        "next_attempt_at": order.updated_at if item.state == "pending" else None,
-        "created_at": order.updated_at,
-    }
 
 
 def _with_lease(order: Order, token: str, takeovers: int) -> Order:
