@@ -428,12 +428,15 @@ def watch_poll_lateness(worker: Any, clock: Any) -> Any:
 async def role_worker(a: dict[str, Any]) -> dict[str, Any]:
     """Run one Worker until `target` orders are final; measure calls, CPU, RSS, lateness."""
     from orderwatch.clock import CompressedClock
+    from orderwatch.process import tune_gc
     from orderwatch.service import Service
 
     clock = CompressedClock(speed=a["speed"], start=a["clock_start"])
     service = await Service.open(bench_settings(a, a["db_url"]), clock=clock)
     try:
         worker = service.worker(rng=random.Random(1), worker_id="bench-worker")
+        if a.get("gc", "tuned") == "tuned":
+            tune_gc()  # as `orderwatch worker` does after start-up
         poll_late = watch_poll_lateness(worker, clock)
         transactions = count_transactions(service.store)
         watch = Watch(worker, a["target"])
@@ -781,6 +784,7 @@ def run_benchmark(opts: argparse.Namespace) -> dict[str, Any]:
             "loadavg_start": os.getloadavg(),
         },
         "profile": opts.profile,
+        "gc": opts.gc,
     }
 
     def ceiling(tag: str, queries: int) -> dict[str, Any]:
@@ -832,6 +836,7 @@ def run_benchmark(opts: argparse.Namespace) -> dict[str, Any]:
                     "log_path": str(workdir / "worker.log"),
                     "profile": opts.profile,
                     "profile_out": profile_out,
+                    "gc": opts.gc,
                 },
                 workdir,
                 timeout=opts.timeout,
@@ -1188,7 +1193,8 @@ def print_table(r: dict[str, Any]) -> None:
     print()
     print(
         f"orderwatch pipeline — {r['orders']:,} orders, ending {r['ending']}, "
-        f"speed ×{r['speed']:g}, concurrency {r['concurrency']}, {r['machine']['cpus']} CPUs, "
+        f"speed ×{r['speed']:g}, concurrency {r['concurrency']}, gc {r.get('gc', 'tuned')}, "
+        f"{r['machine']['cpus']} CPUs, "
         f"load {r['machine']['loadavg_start'][0]:.1f} → {r['machine']['loadavg_end'][0]:.1f}"
     )
     for row in rows:
@@ -1236,6 +1242,13 @@ def main() -> None:
         type=float,
         default=0.8,
         help="also run a steady load at this fraction of the peak rate (0.8; 0 skips it)",
+    )
+    p.add_argument(
+        "--gc",
+        choices=["tuned", "default"],
+        default="tuned",
+        help="tuned: the worker freezes start-up objects and collects less often, as\n"
+        "`orderwatch worker` does (orderwatch.process.tune_gc); default: CPython's settings",
     )
     p.add_argument(
         "--profile",

@@ -367,10 +367,12 @@ def split_round_trips(rt: dict[str, dict[str, int]]) -> dict[str, int]:
 async def role_worker(a: dict[str, Any]) -> dict[str, Any]:
     """One worker process: ready → (stdin "go") run → (stdin "stop") stop and report."""
     from orderwatch.clock import CompressedClock
+    from orderwatch.process import tune_gc
     from orderwatch.service import Service
 
     clock = CompressedClock(speed=a["speed"], start=a["clock_start"])
     service = await Service.open(pipeline.bench_settings(a, a["db_url"]), clock=clock)
+    tune_gc()  # as `orderwatch worker` does after start-up
     loop = asyncio.get_running_loop()
     try:
         census = Census(service.store)

@@ -883,6 +883,7 @@ def markdown(rows: list[tuple[str, ...]]) -> list[str]:
 async def role_ow_worker(a: dict[str, Any]) -> dict[str, Any]:
     """One orderwatch Worker process until SIGTERM; its poll lateness samples (real ms)."""
     from orderwatch.clock import CompressedClock
+    from orderwatch.process import tune_gc
     from orderwatch.service import Service
     from orderwatch.settings import load_settings
 
@@ -908,6 +909,7 @@ async def role_ow_worker(a: dict[str, Any]) -> dict[str, Any]:
         },
     )
     service = await Service.open(settings, clock=clock)
+    tune_gc()  # as `orderwatch worker` does after start-up
     try:
         worker = service.worker(rng=random.Random(os.getpid()), worker_id=a["worker_id"])
         late = pl.watch_poll_lateness(worker, clock)

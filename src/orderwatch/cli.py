@@ -24,6 +24,7 @@ from rich.text import Text
 from . import __version__
 from .errors import ConfigError, Conflict, OrderNotFound, OrderwatchError, ValidationFailed
 from .log import configure as configure_logging
+from .process import tune_gc
 from .settings import Loaded, effective_lines, format_duration, load_settings
 from .statuses import Reason, Status
 from .store.base import OrderFilter
@@ -164,6 +165,7 @@ def demo(
     from .demo import run_demo
 
     configure_logging("warning")
+    tune_gc()
     if keep is not None:
         keep.mkdir(parents=True, exist_ok=True)
         if (keep / "orderwatch.db").exists():
@@ -346,6 +348,7 @@ async def _serve(
 
     log = get_logger("orderwatch.cli")
     service = await Service.open(loaded, clock=_clock(speed, clock_start))
+    tune_gc()  # after start-up, so that what it made is frozen
     try:
         w = service.worker()
         d = service.deliverer() if deliver else None

@@ -262,14 +262,12 @@ class HotPath:
         return sql, self._write_rows(writes)
 
     def insert_events(self, rows: Sequence[dict[str, Any]]) -> tuple[str, list[Any]]:
-        """Many ``order_events`` rows in one multi-row INSERT (one step)."""
-        one = "(" + ", ".join("?" * len(_EVENT_COLUMNS)) + ")"
-        params = [r[c] for r in rows for c in _EVENT_COLUMNS]
-        sql = (
-            f"INSERT INTO order_events ({', '.join(_EVENT_COLUMNS)})"
-            f" VALUES {', '.join([one] * len(rows))}"
-        )
-        return sql, params
+        """SQLite: many ``order_events`` rows in one multi-row INSERT (one step)."""
+        return _insert_rows("order_events", _EVENT_COLUMNS, rows)
+
+    def insert_outbox(self, rows: Sequence[dict[str, Any]]) -> tuple[str, list[Any]]:
+        """SQLite: many ``outbox`` rows in one multi-row INSERT (one step)."""
+        return _insert_rows("outbox", OUTBOX_COLUMNS, rows)
 
     def mysql_write(self, writes: Sequence[Write]) -> tuple[str, tuple[Any, ...]]:
         """MySQL/MariaDB: every row of a write-back in one UPDATE (a join with the rows
@@ -398,6 +396,15 @@ def order_fields(
         "placed_at": time(order.placed_at),
         "updated_at": time(order.updated_at),
     }
+
+
+def _insert_rows(
+    table: str, columns: Sequence[str], rows: Sequence[dict[str, Any]]
+) -> tuple[str, list[Any]]:
+    one = "(" + ", ".join("?" * len(columns)) + ")"
+    params = [r[c] for r in rows for c in columns]
+    sql = f"INSERT INTO {table} ({', '.join(columns)}) VALUES {', '.join([one] * len(rows))}"
+    return sql, params
 
 
 def outbox_fields(

@@ -533,17 +533,30 @@ class SqlStore:
                         cur.execute(*hot.insert_events(some_events))
                 elif events:
                     cur.executemany(hot.insert_event, events)
+                self._insert_notes(conn, cur, winners)
             finally:
                 cur.close()
-            notes = [
-                outbox_fields(w.transition.order, w.outbox) for w in winners if w.outbox is not None
-            ]
-            if notes:  # only final states and shipping: rare enough for SQLAlchemy Core
-                conn.execute(outbox.insert(), notes)
             return {w.transition.order.id for w in winners}
 
         # The SENT mark (a write that keeps its lease) must be on disk before the request.
         return await self._run(work, durable=any(not w.release for w in writes))
+
+    def _insert_notes(self, conn: Connection, cur: Any, winners: Sequence[Write]) -> None:
+        """The notification rows of a write-back (a third of the results carry one)."""
+        if self._sqlite_batch:  # one multi-row INSERT, on the write-back's cursor
+            notes = [
+                outbox_fields(w.transition.order, w.outbox, self._hot.time_in)
+                for w in winners
+                if w.outbox is not None
+            ]
+            for some in _chunks(notes, 500):
+                cur.execute(*self._hot.insert_outbox(some))
+            return
+        notes = [
+            outbox_fields(w.transition.order, w.outbox) for w in winners if w.outbox is not None
+        ]
+        if notes:  # MySQL, or SQLite < 3.38: SQLAlchemy Core's executemany
+            conn.execute(outbox.insert(), notes)
 
     async def renew_leases(self, tokens: Mapping[int, str], *, until: datetime) -> int:
         if not tokens:
