@@ -20,8 +20,8 @@ def tune_gc() -> None:
     Why: a vendor call makes a few hundred short-lived objects, almost all freed at once by
     reference counting, yet CPython's default thresholds run a young collection every 700
     allocations and, every hundred of those, a full one that walks every object the process
-    holds (modules, settings, SQLAlchemy tables, the aiohttp session): about a fifth of the
-    worker's CPU (``bench/pipeline.py``, default against tuned in the same run).
+    holds (modules, settings, SQLAlchemy tables, the aiohttp session): about an eighth of
+    the worker's CPU (``bench/pipeline.py --gc default`` against ``--gc tuned``).
     ``gc.freeze()`` moves everything alive now out of the collector's walks, and a young
     generation of :data:`GEN0_THRESHOLD` makes collections rare; memory stays bounded, since
     garbage in cycles is still collected, a little later.

@@ -18,7 +18,7 @@ import pytest
 
 from orderwatch.clock import ManualClock
 from orderwatch.errors import ConfigError
-from orderwatch.order import Order
+from orderwatch.order import Order, evolve
 from orderwatch.outcomes import Delivered
 from orderwatch.settings import VendorSettings, load_settings
 from orderwatch.sim_dialect import REFERENCE, dialect_from_dict, load_dialect
@@ -159,10 +159,7 @@ def test_operation_answer_paths_override_the_shared_ones() -> None:
 
 
 def order(customer_id: str | None = "C9") -> Order:
-    o = probe_order("R-1", "acme", NOON_UTC)
-    return Order(
-        **{**{f: getattr(o, f) for f in o.__dataclass_fields__}, "customer_id": customer_id}
-    )
+    return evolve(probe_order("R-1", "acme", NOON_UTC), customer_id=customer_id)
 
 
 def adapter(mapping: Any, **vendor: Any) -> MappedAdapter:

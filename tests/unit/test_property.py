@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
-from datetime import UTC, datetime
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from tests.support.orders import T0, make_order
 
 from orderwatch.lifecycle import (
     Place,
@@ -25,7 +25,7 @@ from orderwatch.lifecycle import (
     mark_sent,
     plan,
 )
-from orderwatch.order import Order, Recipient
+from orderwatch.order import Order
 from orderwatch.outcomes import (
     Abnormal,
     Accepted,
@@ -39,7 +39,6 @@ from orderwatch.outcomes import (
 )
 from orderwatch.statuses import Status
 
-T0 = datetime(2026, 11, 26, 1, 0, tzinfo=UTC)
 MAX_STEPS = 5000  # far above any policy below: a loop that hits it is stuck
 
 ABNORMAL_KINDS = [
@@ -102,33 +101,7 @@ POLICIES = st.builds(
 
 
 def new_order(payment_status: str) -> Order:
-    return Order(
-        id=1,
-        order_no="R20261126000001",
-        vendor="acme",
-        sku="SKU-1001",
-        quantity=1,
-        points=12000,
-        recipient=Recipient("张三", "13800000000", "上海市浦东新区世纪大道1号"),
-        payment_status=payment_status,
-        customer_id=None,
-        status=Status.PENDING,
-        reason=None,
-        description=None,
-        vendor_order_id=None,
-        vendor_status=None,
-        logistics=None,
-        queries=0,
-        abnormal=0,
-        takeovers=0,
-        placements=0,
-        unknown_streak=0,
-        next_run_at=T0,
-        started_at=T0,
-        placed_at=None,
-        created_at=T0,
-        updated_at=T0,
-    )
+    return make_order(payment_status=payment_status, customer_id=None)
 
 
 @dataclass
