@@ -284,7 +284,8 @@ class Worker:
     # ------------------------------------------------------------------ lanes
 
     def _add_lanes(self) -> None:
-        want = min(self.settings.current.worker.concurrency, len(self._ready))
+        # a lane in a call takes no ready order until its call ends: count those apart
+        want = min(self.settings.current.worker.concurrency, self._busy + len(self._ready))
         while len(self._lanes) < want:
             self._lanes.add(asyncio.create_task(self._lane()))
 

@@ -7,7 +7,8 @@ when their backends land. Each test uses a fresh database.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -417,3 +418,99 @@ async def test_listen_wakes_on_new_orders_on_postgresql(store: SqlStore) -> None
     finally:
         listener.cancel()
         await asyncio.gather(listener, return_exceptions=True)
+
+
+# ---------------------------------------------------------------- SQLite: hot calls inline
+
+
+async def test_sqlite_hot_calls_wait_for_a_lock_off_the_event_loop(tmp_path: Path) -> None:
+    """On a SQLite file the worker's claim and write-back run on the event loop's thread.
+    While another process holds the write lock they must not block the loop: the call
+    waits on the database thread, the loop keeps serving, and the claim completes once
+    the lock is released."""
+    import sqlite3
+
+    url = f"sqlite:///{tmp_path / 'locked.db'}"
+    store = SqlStore(url)
+    try:
+        await store.ensure_schema(auto_upgrade=True)
+        await store.insert_orders([new_order("L1"), new_order("L2")], now=NOW)
+        assert store._inline  # the fast path is on for a file
+
+        # uncontended: the claim and the write-back go through on the loop's thread
+        (first,) = await claim(store, limit=1)
+        assert await store.apply([Write(finish(first, NOW), first.lease_token)]) == {first.id}
+
+        other = sqlite3.connect(tmp_path / "locked.db", isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")  # another process writing: the lock is taken
+        try:
+            claiming = asyncio.create_task(claim(store, limit=5))
+            started = time.monotonic()
+            for _ in range(30):  # 0.3 s in which the loop must keep turning
+                await asyncio.sleep(0.01)
+            stalled = time.monotonic() - started - 0.3
+            assert not claiming.done()  # still waiting for the lock, not failed
+        finally:
+            other.execute("ROLLBACK")
+            other.close()
+        (second,) = await asyncio.wait_for(claiming, 10)
+        assert second.order_no == "L2"
+        assert stalled < 1.0, f"the event loop stalled {stalled:.1f} s on a locked database"
+    finally:
+        await store.close()
+
+
+async def test_sqlite_in_memory_store_keeps_every_call_on_one_thread(tmp_path: Path) -> None:
+    """An in-memory SQLite database is one connection per thread, so its hot calls must
+    not take the inline path (they would see an empty database of their own)."""
+    store = SqlStore("sqlite:///:memory:")
+    try:
+        assert not store._inline
+        await store.ensure_schema(auto_upgrade=True)
+        await store.insert_orders([new_order("M1")], now=NOW)
+        (order,) = await claim(store)
+        assert order.order_no == "M1"
+    finally:
+        await store.close()
+
+
+async def test_sqlite_durable_commits_leave_the_loop_when_the_disk_is_slow(
+    tmp_path: Path,
+) -> None:
+    """A group of SENT marks is fsynced before its requests leave. On a fast disk that
+    commit runs on the loop's thread; when such commits take longer than SLOW_DURABLE (a
+    network disk), they move to the database thread so the loop does not stall on each
+    fsync, and an inline probe now and then brings them back once the disk is fast."""
+    import threading
+
+    from orderwatch.store import sql
+
+    store = SqlStore(f"sqlite:///{tmp_path / 'slow.db'}")
+    try:
+        await store.ensure_schema(auto_upgrade=True)
+
+        def where(delay: float) -> Callable[[sa.Connection], str]:
+            def fn(conn: sa.Connection) -> str:
+                conn.exec_driver_sql("SELECT 1")
+                time.sleep(delay)  # what a slow fsync costs the thread that commits
+                return threading.current_thread().name
+
+            return fn
+
+        async def durable(delay: float = 0.0) -> str:
+            return await store._run(where(delay), durable=True, hot=True)
+
+        assert await durable() == threading.current_thread().name  # fast disk: inline
+        for _ in range(20):  # the disk turns slow: the moving average climbs past the mark
+            await durable(10 * sql.SLOW_DURABLE)
+        names = [await durable() for _ in range(sql.DURABLE_PROBE)]
+        # off the loop's thread, but for the one probe that looks at the disk again
+        assert names.count("orderwatch-db_0") == sql.DURABLE_PROBE - 1, names
+        # the probes find the disk fast again; soon every durable commit is back inline
+        for _ in range(10 * sql.DURABLE_PROBE):
+            await durable()
+        assert await durable() == threading.current_thread().name
+        # writes without an fsync stay inline throughout
+        assert await store._run(where(0.0), hot=True) == threading.current_thread().name
+    finally:
+        await store.close()

@@ -160,4 +160,6 @@ async def test_rate_limit_keeps_its_pace_when_the_vendor_is_slow(
     )
     assert sim.stats()["place_requests"] == n
     assert elapsed >= (n - 1) / rate * 0.95, elapsed
-    assert elapsed < (n - 1) / rate + latency + 1.5, elapsed
+    # (a lane busy in a call takes no new order: each rate slot must start a call of its
+    # own, or the vendor gets half its rate, ~3 s here)
+    assert elapsed < (n - 1) / rate + latency + 0.8, elapsed

@@ -326,8 +326,13 @@ class HotPath:
             value = datetime.fromisoformat(value)
         return value.replace(tzinfo=UTC)  # type: ignore[no-any-return]
 
-    def order(self, row: Sequence[Any]) -> Order:
+    def order(self, row: Sequence[Any], *, lease: str | None = None) -> Order:
+        """The Order in a row of :data:`ORDER_COLUMNS`; ``lease``: the token of the claim
+        that is taking the row (and a takeover counted if another lease was on it)."""
         t = self.time_out
+        takeovers = row[_COL["takeovers"]]
+        if lease is not None and row[_COL["locked_until"]] is not None:
+            takeovers += 1  # a lease that was never released: its holder died or hung
         rec = json.loads(row[_COL["recipient"]])
         reason = row[_COL["reason"]]
         logistics = row[_COL["logistics"]]
@@ -349,7 +354,7 @@ class HotPath:
             logistics=json.loads(logistics) if logistics is not None else None,
             queries=row[_COL["queries"]],
             abnormal=row[_COL["abnormal"]],
-            takeovers=row[_COL["takeovers"]],
+            takeovers=takeovers,
             placements=row[_COL["placements"]],
             unknown_streak=row[_COL["unknown_streak"]],
             next_run_at=t(row[_COL["next_run_at"]]),
@@ -357,7 +362,7 @@ class HotPath:
             placed_at=t(row[_COL["placed_at"]]),
             created_at=t(row[_COL["created_at"]]),  # type: ignore[arg-type]
             updated_at=t(row[_COL["updated_at"]]),  # type: ignore[arg-type]
-            lease_token=row[_COL["lease_token"]],
+            lease_token=row[_COL["lease_token"]] if lease is None else lease,
             locked_until=t(row[_COL["locked_until"]]),
         )
 
