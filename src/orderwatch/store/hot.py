@@ -109,6 +109,7 @@ class HotPath:
     def __init__(self, dialect: str) -> None:
         self.dialect = dialect
         self.text_times = dialect == "sqlite"  # SQLite keeps times as ISO text
+        self._last: tuple[datetime | None, str] = (None, "")  # time_in's last time, as text
         lock = {
             "postgresql": " FOR UPDATE OF orders SKIP LOCKED",
             "mysql": " FOR UPDATE SKIP LOCKED",
@@ -312,8 +313,13 @@ class HotPath:
         if value is None:
             return None
         if self.text_times:
+            last = self._last  # one read: the database thread may be here too
+            if value is last[0]:  # a transition's time is its event's and its note's
+                return last[1]
             if value.tzinfo is UTC:  # the usual case: slice the "+00:00" off, no copies
-                return value.isoformat(" ", "microseconds")[:26]
+                text = value.isoformat(" ", "microseconds")[:26]
+                self._last = (value, text)
+                return text
             return value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
         return value.astimezone(UTC).replace(tzinfo=None)
 
