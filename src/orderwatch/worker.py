@@ -220,9 +220,13 @@ class Worker:
         self._slot_free.clear()
         self._earliest_written = None
         wcfg = self.settings.current.worker
-        capacity = wcfg.concurrency + wcfg.batch_size - self.in_flight
+        # Orders waiting for a vendor at its limit hold no lane, and the next claims skip
+        # that vendor (see _claim): a slow or rate-limited vendor's backlog must not keep
+        # the worker from claiming other vendors' due orders.
+        busy = len(self._ready) + self._busy
+        capacity = wcfg.concurrency + wcfg.batch_size - busy
         threshold = max(1, min(wcfg.batch_size, wcfg.concurrency) // 2)
-        if capacity < threshold and self.in_flight:
+        if capacity < threshold and busy:
             # Enough claimed for now; wait for slots rather than hoarding leases.
             await self._wait(self._slot_free, IDLE_MAX)
             return False
@@ -234,7 +238,9 @@ class Worker:
         # write-back schedules something earlier (see flush) or we are told to wake.
         if not self.in_flight:
             await self.flush()
-        due = await self.store.next_due_at(now=self.clock.now(), real_now=self.clock.real())
+        due = await self.store.next_due_at(
+            now=self.clock.now(), real_now=self.clock.real(), skip_vendors=self._backlogged()
+        )
         written = self._earliest_written  # results stored while we asked the database
         if written is not None and (due is None or written < due):
             due = written
@@ -270,6 +276,7 @@ class Worker:
             limit=limit,
             worker_id=self.worker_id,
             lease=wcfg.lease.total_seconds(),
+            skip_vendors=self._backlogged(),
         )
         self.stats.claims += 1
         self.stats.claimed += len(claimed)
@@ -280,6 +287,12 @@ class Worker:
         self._ready.extend(claimed)
         self._add_lanes()
         return len(claimed)
+
+    def _backlogged(self) -> list[str]:
+        """Vendors with orders already waiting here for room: claiming more of theirs would
+        only make those wait too (a waiting order resuming with the last of them wakes the
+        loop to claim theirs again)."""
+        return [vendor for vendor, waiting in self._waiting.items() if waiting]
 
     # ------------------------------------------------------------------ lanes
 
@@ -367,6 +380,8 @@ class Worker:
             return
         self._ready.appendleft(waiting.popleft())
         self._waiting_count -= 1
+        if not waiting:
+            self._wake.set()  # its backlog is gone: claims may take its orders again
         if not self._draining:
             self._add_lanes()
 

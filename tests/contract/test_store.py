@@ -162,6 +162,22 @@ async def test_claim_takes_due_orders_earliest_first_and_leases_them(store: SqlS
     assert await claim(store, now=NOW + timedelta(seconds=5), worker="w2") == []
 
 
+async def test_claim_and_next_due_leave_out_the_vendors_asked(store: SqlStore) -> None:
+    await store.insert_orders(
+        [new_order("S1", vendor="slow"), new_order("S2", vendor="slow"), new_order("Q1")],
+        now=NOW,
+    )
+    later = NOW + timedelta(minutes=1)
+    assert await store.next_due_at(now=later, real_now=later, skip_vendors=["acme"]) == NOW
+    assert await store.next_due_at(now=later, real_now=later, skip_vendors=["acme", "slow"]) is None
+    got = await store.claim_due(
+        now=later, real_now=later, limit=10, worker_id="w1", lease=60, skip_vendors=["slow"]
+    )
+    assert [o.order_no for o in got] == ["Q1"]
+    got = await store.claim_due(now=later, real_now=later, limit=10, worker_id="w1", lease=60)
+    assert sorted(o.order_no for o in got) == ["S1", "S2"]
+
+
 async def test_claim_respects_limit(store: SqlStore) -> None:
     await store.insert_orders([new_order(f"A{i}") for i in range(5)], now=NOW)
     assert len(await claim(store, limit=3)) == 3

@@ -73,7 +73,8 @@ async def make_service(tmp_path: Path, db_kind: str) -> AsyncIterator[MakeServic
     """``await make_service(sim.base_url, clock, polling={...})`` → a Service on a fresh file.
 
     Polling defaults to the documented schedule with ``jitter = 0`` so that due times are
-    exact; ``vendor``, ``worker`` and ``notify`` merge into their sections.
+    exact; ``vendor``, ``worker`` and ``notify`` merge into their sections;
+    ``extra_vendors`` adds vendors beside ``acme`` (each with its own ``base_url``).
     """
     opened: list[Service] = []
     databases = contextlib.ExitStack()
@@ -88,6 +89,7 @@ async def make_service(tmp_path: Path, db_kind: str) -> AsyncIterator[MakeServic
         worker: dict[str, Any] | None = None,
         notify: dict[str, Any] | None = None,
         db_name: str | None = None,
+        extra_vendors: dict[str, dict[str, Any]] | None = None,
     ) -> Service:
         name = db_name or f"ow{len(opened)}.db"
         if name not in urls:
@@ -104,7 +106,11 @@ async def make_service(tmp_path: Path, db_kind: str) -> AsyncIterator[MakeServic
                     "secret": SECRET,
                     "timeout": "300ms",
                     **(vendor or {}),
-                }
+                },
+                **{
+                    name: {"merchant_id": MERCHANT, "secret": SECRET, "timeout": "300ms", **cfg}
+                    for name, cfg in (extra_vendors or {}).items()
+                },
             },
             "polling": {"jitter": 0.0, **(polling or {})},
         }

@@ -7,6 +7,7 @@ and resume by themselves when the vendor is back.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
@@ -163,3 +164,45 @@ async def test_rate_limit_keeps_its_pace_when_the_vendor_is_slow(
     # (a lane busy in a call takes no new order: each rate slot must start a call of its
     # own, or the vendor gets half its rate, ~3 s here)
     assert elapsed < (n - 1) / rate + latency + 0.8, elapsed
+
+
+async def test_a_slow_vendors_backlog_does_not_hold_up_other_vendors(
+    make_simulator: MakeSimulator,
+    make_service: MakeService,
+    make_worker: MakeWorker,
+    clock: ManualClock,
+) -> None:
+    """Orders waiting for a vendor at its concurrency limit hold no lane and must not stop
+    the worker from claiming other vendors' due orders: one slow vendor (one call at a time,
+    0.3 s each, 40 orders due first) must not delay a healthy vendor's 40 orders by the
+    12 s its backlog takes to drain."""
+    slow_sim = await make_simulator(clock, latency=0.3)
+    fast_sim = await make_simulator(clock)
+    service = await make_service(
+        slow_sim.base_url,
+        clock,
+        polling=POLLING,
+        vendor={"concurrency": 1, "timeout": "2s"},
+        worker={"concurrency": 8, "batch_size": 20},
+        extra_vendors={"quick": {"base_url": fast_sim.base_url}},
+    )
+    await service.submit([new_order(f"SL{i:03d}") for i in range(40)], actor="test")
+    clock.advance(1)  # the quick vendor's orders fall due after all of the slow one's
+    await service.submit([new_order(f"QK{i:03d}", vendor="quick") for i in range(40)], actor="test")
+    worker = make_worker(service)
+    run = asyncio.create_task(worker.run())
+    try:
+        started = time.perf_counter()
+        while fast_sim.stats()["place_requests"] < 40:
+            assert time.perf_counter() - started < 4.0, (
+                f"the quick vendor got {fast_sim.stats()['place_requests']} of 40 place-orders "
+                f"in 4 s, the slow one {slow_sim.stats()['place_requests']}"
+            )
+            await asyncio.sleep(0.05)
+        # the slow vendor's backlog is still draining: it was there all along
+        assert slow_sim.stats()["place_requests"] < 40
+    finally:
+        worker.stop()
+        await run
+    assert fast_sim.stats()["max_place_requests"] == 1
+    assert slow_sim.stats()["max_place_requests"] == 1

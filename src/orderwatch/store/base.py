@@ -107,9 +107,19 @@ class Store(Protocol):
         """All or nothing. Same order_no with another body raises Conflict, nothing written."""
 
     async def claim_due(
-        self, *, now: datetime, real_now: datetime, limit: int, worker_id: str, lease: float
+        self,
+        *,
+        now: datetime,
+        real_now: datetime,
+        limit: int,
+        worker_id: str,
+        lease: float,
+        skip_vendors: Sequence[str] = (),
     ) -> list[Order]:
-        """Lease up to ``limit`` due orders, earliest first; each gets a fresh lease token."""
+        """Lease up to ``limit`` due orders, earliest first; each gets a fresh lease token.
+
+        ``skip_vendors``: vendors whose orders this worker cannot call now (it holds a
+        backlog of theirs), left for later or for other workers."""
 
     async def apply(self, writes: Sequence[Write]) -> set[int]:
         """Store transitions whose token still matches; returns the ids that were applied."""
@@ -118,7 +128,9 @@ class Store(Protocol):
 
     async def release(self, tokens: Mapping[int, str]) -> None: ...
 
-    async def next_due_at(self, *, now: datetime, real_now: datetime) -> datetime | None: ...
+    async def next_due_at(
+        self, *, now: datetime, real_now: datetime, skip_vendors: Sequence[str] = ()
+    ) -> datetime | None: ...
 
     async def get_order(self, order_no: str) -> Order | None: ...
 

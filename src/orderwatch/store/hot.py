@@ -99,6 +99,9 @@ _REASON = {r.value: r for r in Reason}
 _COL = {name: i for i, name in enumerate(ORDER_COLUMNS)}
 
 
+_SKIP = "/*skip*/"  # where a claim leaves out vendors with a backlog (HotPath.skipping)
+
+
 def _dumps(value: Any) -> str | None:
     return None if value is None else _JSON.encode(value)
 
@@ -122,7 +125,7 @@ class HotPath:
         self.claim_select = self._sql(
             f"SELECT {cols} FROM orders WHERE next_run_at IS NOT NULL AND next_run_at <= :now"
             " AND (locked_until IS NULL OR locked_until < :real_now)"
-            f" AND {not_paused} ORDER BY next_run_at LIMIT :limit{lock}"
+            f" AND {not_paused}{_SKIP} ORDER BY next_run_at LIMIT :limit{lock}"
         )
         # One statement leases the whole batch: each row's token is the claim's random
         # prefix followed by the row's id (distinct per row; the prefix has a fixed length,
@@ -155,7 +158,7 @@ class HotPath:
         self.next_due = self._sql(
             "SELECT next_run_at FROM orders WHERE next_run_at IS NOT NULL"
             " AND (locked_until IS NULL OR locked_until < :real_now)"
-            f" AND {not_paused} ORDER BY next_run_at LIMIT 1"
+            f" AND {not_paused}{_SKIP} ORDER BY next_run_at LIMIT 1"
         )
 
         if dialect == "postgresql":
@@ -177,7 +180,7 @@ class HotPath:
             "SELECT id, locked_until AS was_locked FROM orders"
             " WHERE next_run_at IS NOT NULL AND next_run_at <= :now"
             " AND (locked_until IS NULL OR locked_until < :real_now)"
-            f" AND {not_paused} ORDER BY next_run_at LIMIT :limit FOR UPDATE SKIP LOCKED"
+            f" AND {not_paused}{_SKIP} ORDER BY next_run_at LIMIT :limit FOR UPDATE SKIP LOCKED"
         )
         returned = ", ".join(f"o.{c}" for c in cols.split(", "))
         self.pg_claim = self._sql(
@@ -298,6 +301,15 @@ class HotPath:
         if self.dialect == "sqlite":
             return text  # sqlite3 takes :name with a dict
         return re.sub(r":(\w+)", r"%(\1)s", text)  # psycopg, pymysql: pyformat
+
+    def skipping(self, sql: str, vendors: Sequence[str]) -> tuple[str, dict[str, str]]:
+        """A claim statement that leaves ``vendors`` out, and the parameters that name them
+        (none: the statement's usual text, so the drivers' statement caches still hit)."""
+        if not vendors:
+            return sql.replace(_SKIP, ""), {}
+        names = {f"skip{i}": v for i, v in enumerate(vendors)}
+        clause = self._sql(" AND vendor NOT IN (" + ", ".join(f":{n}" for n in names) + ")")
+        return sql.replace(_SKIP, clause), names
 
     def claim_update(self, ids: Iterable[int]) -> str:
         """Lease the claimed rows (ids are ours, inlined as integers)."""

@@ -434,15 +434,29 @@ class SqlStore:
     # ------------------------------------------------------------------ the hot path
 
     async def claim_due(
-        self, *, now: datetime, real_now: datetime, limit: int, worker_id: str, lease: float
+        self,
+        *,
+        now: datetime,
+        real_now: datetime,
+        limit: int,
+        worker_id: str,
+        lease: float,
+        skip_vendors: Sequence[str] = (),
     ) -> list[Order]:
         hot = self._hot
-        params = {"now": hot.time_in(now), "real_now": hot.time_in(real_now), "limit": limit}
+        params: dict[str, Any] = {
+            "now": hot.time_in(now),
+            "real_now": hot.time_in(real_now),
+            "limit": limit,
+        }
         until = hot.time_in(real_now + timedelta(seconds=lease))
+        skip = tuple(skip_vendors)
 
         if self.dialect == "postgresql":
+            pg_claim, skipped = hot.skipping(hot.pg_claim, skip)
             pg_params = {
                 **params,
+                **skipped,
                 "locked_by": worker_id,
                 "locked_until": until,
                 "token": os.urandom(6).hex(),
@@ -453,22 +467,29 @@ class SqlStore:
             def one_statement(conn: Connection) -> list[Order]:
                 cur = conn.connection.cursor()
                 try:
-                    cur.execute(hot.pg_claim, pg_params)
+                    cur.execute(pg_claim, pg_params)
                     return [hot.order(row) for row in cur.fetchall()]
                 finally:
                     cur.close()
 
             return await self._run(one_statement, autocommit=True)
 
+        sqlite_claim = claim_select = ""
+        if self._sqlite_batch:
+            sqlite_claim, skipped = hot.skipping(hot.sqlite_claim, skip)
+        else:
+            claim_select, skipped = hot.skipping(hot.claim_select, skip)
+        params.update(skipped)
+
         def work(conn: Connection) -> list[Order]:
             cur = conn.connection.cursor()
             try:
                 rows: Sequence[Sequence[Any]]
                 if self._sqlite_batch:
-                    cur.execute(hot.sqlite_claim, params)
+                    cur.execute(sqlite_claim, params)
                     rows = json.loads(_one(cur))
                 else:
-                    cur.execute(hot.claim_select, params)
+                    cur.execute(claim_select, params)
                     rows = cur.fetchall()
                 if not rows:
                     return []
@@ -632,14 +653,17 @@ class SqlStore:
 
         await self._run(work)
 
-    async def next_due_at(self, *, now: datetime, real_now: datetime) -> datetime | None:
+    async def next_due_at(
+        self, *, now: datetime, real_now: datetime, skip_vendors: Sequence[str] = ()
+    ) -> datetime | None:
         hot = self._hot
-        params = {"now": hot.time_in(now), "real_now": hot.time_in(real_now)}
+        sql, skipped = hot.skipping(hot.next_due, tuple(skip_vendors))
+        params = {"now": hot.time_in(now), "real_now": hot.time_in(real_now), **skipped}
 
         def work(conn: Connection) -> datetime | None:
             cur = conn.connection.cursor()
             try:
-                cur.execute(hot.next_due, params)
+                cur.execute(sql, params)
                 row = cur.fetchone()
             finally:
                 cur.close()
