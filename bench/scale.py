@@ -225,7 +225,7 @@ class Census:
     def _wrap_tx(self, store: Any) -> None:
         real_tx = store._tx
 
-        def tx(fn: Any, mode: str) -> Any:
+        def tx(fn: Any, mode: str, **options: Any) -> Any:
             name = getattr(fn, "__qualname__", "?").split(".")
             call = name[1] if len(name) > 2 else name[0]
             if call == "claim_due":
@@ -237,7 +237,7 @@ class Census:
             self.local.category = cat
             t = time.perf_counter()
             try:
-                return real_tx(fn, mode)
+                return real_tx(fn, mode, **options)
             finally:
                 self.local.category = None
                 if self.enabled:

@@ -452,10 +452,13 @@ async def test_sqlite_hot_calls_wait_for_a_lock_off_the_event_loop(tmp_path: Pat
         await store.ensure_schema(auto_upgrade=True)
         await store.insert_orders([new_order("L1"), new_order("L2")], now=NOW)
         assert store._inline  # the fast path is on for a file
+        handed_over = count_handovers(store)
 
-        # uncontended: the claim and the write-back go through on the loop's thread
+        # uncontended: the claim, the write-back and the next due time stay on this thread
         (first,) = await claim(store, limit=1)
         assert await store.apply([Write(finish(first, NOW), first.lease_token)]) == {first.id}
+        assert await store.next_due_at(now=NOW, real_now=NOW) == NOW
+        assert handed_over == []
 
         other = sqlite3.connect(tmp_path / "locked.db", isolation_level=None)
         other.execute("BEGIN IMMEDIATE")  # another process writing: the lock is taken
@@ -472,8 +475,55 @@ async def test_sqlite_hot_calls_wait_for_a_lock_off_the_event_loop(tmp_path: Pat
         (second,) = await asyncio.wait_for(claiming, 10)
         assert second.order_no == "L2"
         assert stalled < 1.0, f"the event loop stalled {stalled:.1f} s on a locked database"
+        assert len(handed_over) == 1  # the locked claim went to the database thread
     finally:
         await store.close()
+
+
+def count_handovers(store: SqlStore) -> list[object]:
+    """Every call the store hands to its database thread, from now on."""
+    handed_over: list[object] = []
+    submit = store._executor.submit
+
+    def counting(fn: Callable[..., object], /, *args: object, **kwargs: object) -> object:
+        handed_over.append(fn)
+        return submit(fn, *args, **kwargs)
+
+    store._executor.submit = counting  # type: ignore[method-assign,assignment]
+    return handed_over
+
+
+def test_sqlite_busy_is_recognised_from_the_driver_and_from_sqlalchemy(tmp_path: Path) -> None:
+    """The hot work runs driver SQL on the raw cursor, so a locked database may surface as
+    sqlite3's own error or wrapped by SQLAlchemy; both (and SQLITE_BUSY's extended codes)
+    send the call to the database thread, and no other error does."""
+    import sqlite3
+
+    from orderwatch.store.sql import _sqlite_busy
+
+    path = tmp_path / "busy.db"
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("CREATE TABLE t (x)")
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        waiter = sqlite3.connect(path, isolation_level=None, timeout=0)
+        with pytest.raises(sqlite3.OperationalError) as raw:
+            waiter.execute("BEGIN IMMEDIATE")
+        waiter.close()
+        engine = sa.create_engine(f"sqlite:///{path}", connect_args={"timeout": 0})
+        with pytest.raises(sa.exc.OperationalError) as wrapped, engine.connect() as conn:
+            conn.exec_driver_sql("INSERT INTO t VALUES (1)")
+        engine.dispose()
+    finally:
+        holder.close()
+    assert _sqlite_busy(raw.value)
+    assert _sqlite_busy(wrapped.value)
+    recovery = sqlite3.OperationalError("database is locked")
+    recovery.sqlite_errorcode = 5 | (1 << 8)  # type: ignore[attr-defined]  # BUSY_RECOVERY
+    assert _sqlite_busy(recovery)
+    with pytest.raises(sqlite3.OperationalError) as other:
+        sqlite3.connect(":memory:").execute("SELECT * FROM missing")
+    assert not _sqlite_busy(other.value)
 
 
 async def test_sqlite_in_memory_store_keeps_every_call_on_one_thread(tmp_path: Path) -> None:

@@ -844,7 +844,7 @@ class ConnectionKiller:
         self._original = store._tx
         store._tx = self._tx
 
-    def _tx(self, fn: Callable[[Any], Any], mode: str) -> Any:
+    def _tx(self, fn: Callable[[Any], Any], mode: str, **options: Any) -> Any:
         if not self.fired and fn.__qualname__.startswith(self.target):
             self.seen += 1
             names = fn.__code__.co_freevars
@@ -857,7 +857,7 @@ class ConnectionKiller:
                     self._drop(conn.connection.dbapi_connection)
                     return work(conn)
 
-        return self._original(fn, mode)
+        return self._original(fn, mode, **options)
 
     def _drop(self, dbapi: Any) -> None:
         with self.admin.connect() as admin:

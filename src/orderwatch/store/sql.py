@@ -261,7 +261,8 @@ class SqlStore:
             started = time.perf_counter()
             try:
                 result = self._tx(fn, mode, wait=False)
-            except sa.exc.OperationalError as exc:
+            except (sa.exc.OperationalError, sqlite3.OperationalError) as exc:
+                # (the work runs driver SQL on the raw cursor: its errors are sqlite3's own)
                 if not _sqlite_busy(exc):
                     raise
             else:
@@ -1245,9 +1246,12 @@ SLOW_DURABLE = 0.003
 DURABLE_PROBE = 50
 
 
-def _sqlite_busy(exc: sa.exc.OperationalError) -> bool:
-    """The database is locked by another connection (SQLITE_BUSY): try again later."""
-    return getattr(exc.orig, "sqlite_errorname", None) == "SQLITE_BUSY"
+def _sqlite_busy(exc: Exception) -> bool:
+    """The database is locked by another connection (SQLITE_BUSY, or one of its extended
+    codes such as SQLITE_BUSY_RECOVERY): try again later."""
+    error = exc.orig if isinstance(exc, sa.exc.DBAPIError) else exc
+    code = getattr(error, "sqlite_errorcode", None)
+    return isinstance(code, int) and code & 0xFF == sqlite3.SQLITE_BUSY
 
 
 def _setup_sqlite(engine: Engine) -> None:
