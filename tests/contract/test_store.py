@@ -7,6 +7,7 @@ when their backends land. Each test uses a fresh database.
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import replace
@@ -444,8 +445,6 @@ async def test_sqlite_hot_calls_wait_for_a_lock_off_the_event_loop(tmp_path: Pat
     While another process holds the write lock they must not block the loop: the call
     waits on the database thread, the loop keeps serving, and the claim completes once
     the lock is released."""
-    import sqlite3
-
     url = f"sqlite:///{tmp_path / 'locked.db'}"
     store = SqlStore(url)
     try:
@@ -497,8 +496,6 @@ def test_sqlite_busy_is_recognised_from_the_driver_and_from_sqlalchemy(tmp_path:
     """The hot work runs driver SQL on the raw cursor, so a locked database may surface as
     sqlite3's own error or wrapped by SQLAlchemy; both (and SQLITE_BUSY's extended codes)
     send the call to the database thread, and no other error does."""
-    import sqlite3
-
     from orderwatch.store.sql import _sqlite_busy
 
     path = tmp_path / "busy.db"

@@ -303,8 +303,8 @@ class HotPath:
         return re.sub(r":(\w+)", r"%(\1)s", text)  # psycopg, pymysql: pyformat
 
     def skipping(self, sql: str, vendors: Sequence[str]) -> tuple[str, dict[str, str]]:
-        """A claim statement that leaves ``vendors`` out, and the parameters that name them
-        (none: the statement's usual text, so the drivers' statement caches still hit)."""
+        """A claim or next-due statement that leaves ``vendors`` out, and the parameters
+        that name them (none: the statement's usual text, so statement caches still hit)."""
         if not vendors:
             return sql.replace(_SKIP, ""), {}
         names = {f"skip{i}": v for i, v in enumerate(vendors)}

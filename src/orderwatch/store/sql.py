@@ -195,7 +195,7 @@ _ACTION_UPDATE = (
 class SqlStore:
     """:class:`~orderwatch.store.base.Store` on SQLite, PostgreSQL or MySQL/MariaDB."""
 
-    def __init__(self, url: str, *, echo: bool = False, inline_hot: bool = True) -> None:
+    def __init__(self, url: str, *, echo: bool = False) -> None:
         self.url = url
         target = engine_url(url)
         self.dialect = target.get_backend_name()
@@ -217,11 +217,7 @@ class SqlStore:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="orderwatch-db")
         # Hot calls on the caller's thread: SQLite files only (an in-memory database is one
         # connection per thread, and a server's round trips must not block the loop).
-        self._inline = (
-            inline_hot
-            and self.dialect == "sqlite"
-            and isinstance(self.engine.pool, sa.pool.QueuePool)
-        )
+        self._inline = self.dialect == "sqlite" and isinstance(self.engine.pool, sa.pool.QueuePool)
         self._durable_s = 0.0  # moving average of an inline durable transaction, seconds
         self._durable_on_thread = 0
         self._skip_locked = self.dialect in ("postgresql", "mysql")
@@ -451,10 +447,9 @@ class SqlStore:
             "limit": limit,
         }
         until = hot.time_in(real_now + timedelta(seconds=lease))
-        skip = tuple(skip_vendors)
 
         if self.dialect == "postgresql":
-            pg_claim, skipped = hot.skipping(hot.pg_claim, skip)
+            pg_claim, skipped = hot.skipping(hot.pg_claim, skip_vendors)
             pg_params = {
                 **params,
                 **skipped,
@@ -475,23 +470,17 @@ class SqlStore:
 
             return await self._run(one_statement, autocommit=True)
 
-        sqlite_claim = claim_select = ""
-        if self._sqlite_batch:
-            sqlite_claim, skipped = hot.skipping(hot.sqlite_claim, skip)
-        else:
-            claim_select, skipped = hot.skipping(hot.claim_select, skip)
+        claim_sql, skipped = hot.skipping(
+            hot.sqlite_claim if self._sqlite_batch else hot.claim_select, skip_vendors
+        )
         params.update(skipped)
 
         def work(conn: Connection) -> list[Order]:
             cur = conn.connection.cursor()
             try:
                 rows: Sequence[Sequence[Any]]
-                if self._sqlite_batch:
-                    cur.execute(sqlite_claim, params)
-                    rows = json.loads(_one(cur))
-                else:
-                    cur.execute(claim_select, params)
-                    rows = cur.fetchall()
+                cur.execute(claim_sql, params)
+                rows = json.loads(_one(cur)) if self._sqlite_batch else cur.fetchall()
                 if not rows:
                     return []
                 prefix = os.urandom(6).hex()
@@ -658,7 +647,7 @@ class SqlStore:
         self, *, now: datetime, real_now: datetime, skip_vendors: Sequence[str] = ()
     ) -> datetime | None:
         hot = self._hot
-        sql, skipped = hot.skipping(hot.next_due, tuple(skip_vendors))
+        sql, skipped = hot.skipping(hot.next_due, skip_vendors)
         params = {"now": hot.time_in(now), "real_now": hot.time_in(real_now), **skipped}
 
         def work(conn: Connection) -> datetime | None:
