@@ -138,20 +138,29 @@ def sys_seconds() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_stime
 
 
-def count_transactions(store: Any) -> dict[str, int]:
-    """Count the store's transactions (one per database round trip) by mode, if it can."""
+def count_transactions(store: Any) -> tuple[dict[str, int], dict[str, float]]:
+    """Count the store's transactions (one per database round trip) by mode, if it can,
+    and the CPU seconds spent inside them, by the store call that ran them (on whichever
+    thread ran them): what the database part of the worker's own CPU is."""
     counts: dict[str, int] = {}
+    cpu: dict[str, float] = {}
     tx = getattr(store, "_tx", None)
     if tx is None:
-        return counts
+        return counts, cpu
 
     def counted(fn: Any, *args: Any, **kwargs: Any) -> Any:
         mode = str(args[0]) if args else "?"
         counts[mode] = counts.get(mode, 0) + 1
-        return tx(fn, *args, **kwargs)
+        started = time.thread_time()
+        try:
+            return tx(fn, *args, **kwargs)
+        finally:
+            # fn is a closure of the store call: "SqlStore.apply.<locals>.work" -> "apply"
+            call = getattr(fn, "__qualname__", "").split(".<locals>")[0].rpartition(".")[2]
+            cpu[call] = cpu.get(call, 0.0) + time.thread_time() - started
 
     store._tx = counted
-    return counts
+    return counts, cpu
 
 
 def peak_rss_mb() -> float:
@@ -438,7 +447,7 @@ async def role_worker(a: dict[str, Any]) -> dict[str, Any]:
         if a.get("gc", "tuned") == "tuned":
             tune_gc()  # as `orderwatch worker` does after start-up
         poll_late = watch_poll_lateness(worker, clock)
-        transactions = count_transactions(service.store)
+        transactions, tx_cpu = count_transactions(service.store)
         watch = Watch(worker, a["target"])
         profile = Profile(a.get("profile"), a.get("profile_out"))
         rss_before = current_rss_mb()
@@ -456,6 +465,7 @@ async def role_worker(a: dict[str, Any]) -> dict[str, Any]:
         finally:
             threads1 = thread_cpu_seconds()
             sys1 = sys_seconds()
+            db_cpu = dict(tx_cpu)
             mon.cancel()
             worker.stop()
             await run
@@ -487,6 +497,7 @@ async def role_worker(a: dict[str, Any]) -> dict[str, Any]:
         "cpu_per_call_us": cpu / calls * 1e6 if calls else 0.0,
         "sys_cpu_per_call_us": (sys1 - sys0) / calls * 1e6 if calls else 0.0,
         "transactions": transactions,
+        "db_cpu_per_call_us": {k: v / calls * 1e6 for k, v in db_cpu.items()} if calls else {},
         "calls_per_transaction": calls / max(1, sum(transactions.values())),
         # per thread, from start to stop (a little past the end of the measured run)
         "thread_cpu_per_call_us": {
@@ -1124,6 +1135,17 @@ def print_table(r: dict[str, Any]) -> None:
             f"{c['sys_cpu_per_call_us']:.0f}",
             f"{w['calls_per_transaction']:.1f} calls per database transaction "
             + str(w["transactions"]),
+        ),
+        (
+            "  of which in transactions",
+            f"{sum(w['db_cpu_per_call_us'].values()):.0f}",
+            "",
+            "database work (SQL built and run, rows read, commits): "
+            + ", ".join(
+                f"{k} {v:.0f}"
+                for k, v in sorted(w["db_cpu_per_call_us"].items(), key=lambda kv: -kv[1])
+                if v >= 0.5
+            ),
         ),
         (
             "own CPU µs / call",

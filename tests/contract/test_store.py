@@ -223,6 +223,34 @@ async def test_apply_writes_order_event_and_outbox_in_one_go(store: SqlStore) ->
     assert (note.event_type, note.state) == ("order.failed", "pending")
 
 
+async def test_a_write_back_of_any_size_lands_every_row_once(store: SqlStore) -> None:
+    # 46 results, one of them a late answer whose lease was taken over (it must not land):
+    # SQLite writes the other 45 in statements of 32, 8, 4 and 1 rows, each compiled once.
+    await store.insert_orders([new_order(f"A{i:02}") for i in range(46)], now=NOW)
+    claimed = await claim(store, limit=46, lease=1)
+    later = NOW + timedelta(seconds=5)
+    (retaken,) = await claim(store, worker="w2", limit=1, now=later, real_now=later)
+    writes = [
+        Write(
+            finish(o, later), o.lease_token, OutboxItem("order.failed", f'{{"n":"{o.order_no}"}}')
+        )
+        for o in claimed
+    ]
+    applied = await store.apply(writes)
+    assert applied == {o.id for o in claimed} - {retaken.id}
+    for o in claimed:
+        stored = await store.get_order(o.order_no)
+        assert stored is not None
+        kinds = [e.kind for e in await store.get_events(o.id)]
+        notes = await store.list_outbox(o.id)
+        if o.id == retaken.id:
+            assert (stored.status, kinds, notes) == (Status.PENDING, ["created", "takeover"], [])
+        else:
+            assert (stored.status, stored.reason) == (Status.FAILED, Reason.VENDOR_FAILED)
+            assert kinds == ["created", "failed"]
+            assert [n.payload for n in notes] == [f'{{"n":"{o.order_no}"}}']
+
+
 async def test_sent_mark_keeps_the_lease(store: SqlStore) -> None:
     await store.insert_orders([new_order("A1")], now=NOW)
     (order,) = await claim(store)

@@ -64,6 +64,12 @@ _PG_TYPES = {
 }
 
 
+_SQLITE_HELD = (
+    "SELECT json_group_array(json_array(id, lease_token)) FROM orders"
+    " WHERE id IN (SELECT value FROM json_each(?))"
+)
+
+
 def _id_list(ids: Iterable[int]) -> str:
     """Our own ids inlined in SQL: as integers, so nothing else can get in."""
     return ",".join(str(int(i)) for i in ids)
@@ -141,6 +147,11 @@ class HotPath:
             " + CASE WHEN locked_until IS NULL THEN 0 ELSE 1 END,"
             " locked_by = :locked_by, locked_until = :locked_until,"
             f" lease_token = {token} WHERE id IN (<ids>)"
+        )
+        # SQLite (3.38+): the ids as one JSON parameter, so that the text never changes and
+        # the driver's statement cache keeps it compiled (see sql._cacheable_chunks).
+        self.sqlite_claim_update = self._claim_update.replace(
+            "<ids>", "SELECT value FROM json_each(:ids)"
         )
         sets = ", ".join(f"{c} = :{c}" for c in WRITE_COLUMNS)
         self.write_keep = self._sql(
@@ -242,12 +253,10 @@ class HotPath:
                 params[f"{prefix}_{c}"] = values
         return params
 
-    def sqlite_held(self, ids: Iterable[int]) -> str:
-        """:meth:`held` as one JSON value ``[[id, token], ...]`` (one step)."""
-        return (
-            "SELECT json_group_array(json_array(id, lease_token)) FROM orders"
-            f" WHERE id IN ({_id_list(ids)})"
-        )
+    def sqlite_held(self, ids: Sequence[int]) -> tuple[str, tuple[str]]:
+        """:meth:`held` as one JSON value ``[[id, token], ...]`` (one step), the ids bound
+        as one JSON parameter (one text for any number of ids: compiled once)."""
+        return _SQLITE_HELD, (_JSON.encode(ids),)
 
     def sqlite_write(self, writes: Sequence[Write]) -> tuple[str, list[Any]]:
         """SQLite: every row of a write-back in one ``UPDATE … FROM (VALUES …)``; the rows

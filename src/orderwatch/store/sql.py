@@ -503,10 +503,12 @@ class SqlStore:
                                 ),
                             )
                         )
-                cur.execute(
-                    hot.claim_update(o.id for o in claimed),
-                    {"locked_by": worker_id, "locked_until": until, "token": prefix},
-                )
+                leased = {"locked_by": worker_id, "locked_until": until, "token": prefix}
+                if self._sqlite_batch:
+                    leased["ids"] = json.dumps([o.id for o in claimed])
+                    cur.execute(hot.sqlite_claim_update, leased)
+                else:
+                    cur.execute(hot.claim_update(o.id for o in claimed), leased)
                 if takeover_events:
                     cur.executemany(hot.insert_event, takeover_events)
                 return claimed
@@ -545,7 +547,7 @@ class SqlStore:
                 ids = [w.transition.order.id for w in writes]
                 for some in _chunks(ids, 500):
                     if sqlite:
-                        cur.execute(hot.sqlite_held(some))
+                        cur.execute(*hot.sqlite_held(some))
                         held.update((i, t) for i, t in json.loads(_one(cur)))
                     else:
                         cur.execute(hot.held(some))
@@ -560,7 +562,7 @@ class SqlStore:
                 if self.dialect == "mysql":
                     cur.execute(*hot.mysql_write(winners))  # one statement, not one per row
                 elif sqlite:
-                    for some_writes in _chunks(winners, 500):
+                    for some_writes in _cacheable_chunks(winners):
                         cur.execute(*hot.sqlite_write(some_writes))
                 else:
                     released = [
@@ -581,7 +583,7 @@ class SqlStore:
                     for ev in w.transition.events
                 ]
                 if events and sqlite:
-                    for some_events in _chunks(events, 500):
+                    for some_events in _cacheable_chunks(events):
                         cur.execute(*hot.insert_events(some_events))
                 elif events:
                     cur.executemany(hot.insert_event, events)
@@ -601,7 +603,7 @@ class SqlStore:
                 for w in winners
                 if w.outbox is not None
             ]
-            for some in _chunks(notes, 500):
+            for some in _cacheable_chunks(notes):
                 cur.execute(*self._hot.insert_outbox(some))
             return
         notes = [
@@ -1192,6 +1194,20 @@ def _one(cur: Any) -> Any:
 def _chunks(items: Sequence[T], size: int) -> Iterable[Sequence[T]]:
     for i in range(0, len(items), size):
         yield items[i : i + size]
+
+
+def _cacheable_chunks(items: Sequence[T], most: int = 256) -> Iterable[Sequence[T]]:
+    """``items`` in chunks whose sizes are powers of two, largest first (25 → 16, 8, 1).
+
+    A multi-row statement's text depends on its row count, and SQLite compiles a text it
+    has not cached in about the time it takes to run it: with sizes from a set of nine,
+    the driver's statement cache keeps every write-back statement compiled.
+    """
+    i, n = 0, len(items)
+    while i < n:
+        size = min(most, 1 << ((n - i).bit_length() - 1))
+        yield items[i : i + size]
+        i += size
 
 
 IDLE_PING = 1.0  # seconds a pooled connection may sit unused before it is checked
