@@ -333,6 +333,8 @@ class Worker:
                     self._resume_waiting(vendor)
 
     def _vendor_has_room(self, vendor: str) -> bool:
+        if vendor in self._probes:
+            return False  # its half-open breaker's probe is out: the probe's end resumes us
         cfg = self.settings.current.vendors.get(vendor)
         size = cfg.concurrency if cfg is not None else 1
         if self._vendor_busy.get(vendor, 0) >= size:
@@ -373,13 +375,15 @@ class Worker:
         if self._waiting.get(vendor):
             self._rate_tick_in(vendor, 1 / pacer.rate)
 
-    def _resume_waiting(self, vendor: str) -> None:
-        """Give the vendor's oldest waiting order back to the lanes, ahead of the rest."""
+    def _resume_waiting(self, vendor: str, count: int = 1) -> None:
+        """Give the vendor's ``count`` oldest waiting orders back to the lanes, ahead of
+        the rest (in their order)."""
         waiting = self._waiting.get(vendor)
-        if not waiting:
+        if not waiting or count <= 0:
             return
-        self._ready.appendleft(waiting.popleft())
-        self._waiting_count -= 1
+        resumed = [waiting.popleft() for _ in range(min(count, len(waiting)))]
+        self._ready.extendleft(reversed(resumed))
+        self._waiting_count -= len(resumed)
         if not waiting:
             self._wake.set()  # its backlog is gone: claims may take its orders again
         if not self._draining:
@@ -460,6 +464,16 @@ class Worker:
         finally:
             if probe:
                 self._probes.pop(order.vendor).set()
+                self._after_probe(order.vendor)
+
+    def _after_probe(self, vendor: str) -> None:
+        """The probe has its answer: the vendor's orders that waited for it (holding no
+        lane) go back to the lanes, as many as the vendor has room for — the breaker is
+        closed and they are called, or open again and they are deferred. The probe's own
+        lane, still counted busy here, resumes one more when it finishes."""
+        cfg = self.settings.current.vendors.get(vendor)
+        size = cfg.concurrency if cfg is not None else 1
+        self._resume_waiting(vendor, size - self._vendor_busy.get(vendor, 0))
 
     async def _breaker_gate(self, vendor: str) -> bool | None:
         """None: do not call (breaker open); True: this call is the half-open probe."""

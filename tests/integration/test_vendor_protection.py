@@ -15,6 +15,7 @@ from datetime import datetime, timedelta
 from tests.integration.test_pipeline import new_order
 
 from orderwatch.clock import ManualClock
+from orderwatch.outcomes import Abnormal, Exchange
 from orderwatch.service import Service
 from orderwatch.simulator import Simulator
 from orderwatch.statuses import Status
@@ -206,3 +207,56 @@ async def test_a_slow_vendors_backlog_does_not_hold_up_other_vendors(
         await run
     assert fast_sim.stats()["max_place_requests"] == 1
     assert slow_sim.stats()["max_place_requests"] == 1
+
+
+async def test_orders_waiting_for_a_half_open_probe_hold_no_lane(
+    make_simulator: MakeSimulator,
+    make_service: MakeService,
+    make_worker: MakeWorker,
+    clock: ManualClock,
+) -> None:
+    """While a half-open breaker's probe is out, the vendor's other orders wait for its
+    answer without holding lanes: a healthy vendor's orders go out meanwhile, and when the
+    probe closes the breaker the waiting orders are called at the vendor's concurrency,
+    not one at a time."""
+    slow_sim = await make_simulator(clock, latency=1.0)
+    fast_sim = await make_simulator(clock)
+    service = await make_service(
+        slow_sim.base_url,
+        clock,
+        polling=POLLING,
+        vendor={"concurrency": 8, "timeout": "3s"},
+        worker={"concurrency": 8, "batch_size": 20},
+        extra_vendors={"quick": {"base_url": fast_sim.base_url}},
+    )
+    await service.submit([new_order(f"HO{i:03d}") for i in range(20)], actor="test")
+    clock.advance(1)  # the quick vendor's orders fall due after all of the half-open one's
+    await service.submit([new_order(f"QK{i:03d}", vendor="quick") for i in range(20)], actor="test")
+    worker = make_worker(service)
+    # acme's breaker opened earlier and its time is over: the next call is the probe
+    timeout = Exchange(Abnormal("timeout", "no answer"))
+    worker.breakers.record("acme", timeout, clock.now(), failures=1, open_for=timedelta(0))
+    assert worker.breakers.half_open("acme", clock.now())
+    run = asyncio.create_task(worker.run())
+    try:
+        started = time.perf_counter()
+        while fast_sim.stats()["place_requests"] < 20:
+            assert time.perf_counter() - started < 0.8, (
+                f"the quick vendor got {fast_sim.stats()['place_requests']} of 20 place-orders "
+                "before the probe's answer (1 s): waiting orders held the lanes"
+            )
+            await asyncio.sleep(0.02)
+        assert slow_sim.stats()["place_requests"] == 1  # only the probe is out
+        # the probe succeeds at ~1 s and closes the breaker; the other 19 go out 8 at a
+        # time (~3 more seconds), not one by one (~19)
+        while slow_sim.stats()["place_requests"] < 20:
+            assert time.perf_counter() - started < 6.0, (
+                f"{slow_sim.stats()['place_requests']} of 20 place-orders after the probe"
+            )
+            await asyncio.sleep(0.05)
+    finally:
+        worker.stop()
+        await run
+    assert not worker.breakers.tripped("acme")
+    assert slow_sim.stats()["max_place_requests"] == 1
+    assert fast_sim.stats()["max_place_requests"] == 1
