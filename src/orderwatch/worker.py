@@ -33,7 +33,7 @@ from .lifecycle import Place, Transition
 from .log import get_logger
 from .order import Order
 from .outcomes import Exchange
-from .settings import SettingsHolder
+from .settings import SettingsHolder, VendorSettings
 from .store.base import Store, Write
 from .vendors import VendorAdapter, VendorRegistry
 from .views import outbox_item
@@ -332,12 +332,17 @@ class Worker:
                 if self._waiting_count:
                     self._resume_waiting(vendor)
 
+    def _vendor_room(self, vendor: str, cfg: VendorSettings | None) -> int:
+        """How many more of the vendor's calls may be in flight (``cfg``: its settings;
+        a vendor no longer configured gets one at a time)."""
+        size = cfg.concurrency if cfg is not None else 1
+        return size - self._vendor_busy.get(vendor, 0)
+
     def _vendor_has_room(self, vendor: str) -> bool:
         if vendor in self._probes:
             return False  # its half-open breaker's probe is out: the probe's end resumes us
         cfg = self.settings.current.vendors.get(vendor)
-        size = cfg.concurrency if cfg is not None else 1
-        if self._vendor_busy.get(vendor, 0) >= size:
+        if self._vendor_room(vendor, cfg) <= 0:
             return False  # a lane finishing one of this vendor's calls resumes a waiter
         if cfg is None or cfg.rate_limit is None:
             return True
@@ -472,8 +477,7 @@ class Worker:
         closed and they are called, or open again and they are deferred. The probe's own
         lane, still counted busy here, resumes one more when it finishes."""
         cfg = self.settings.current.vendors.get(vendor)
-        size = cfg.concurrency if cfg is not None else 1
-        self._resume_waiting(vendor, size - self._vendor_busy.get(vendor, 0))
+        self._resume_waiting(vendor, self._vendor_room(vendor, cfg))
 
     async def _breaker_gate(self, vendor: str) -> bool | None:
         """None: do not call (breaker open); True: this call is the half-open probe."""

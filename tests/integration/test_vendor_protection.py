@@ -167,6 +167,34 @@ async def test_rate_limit_keeps_its_pace_when_the_vendor_is_slow(
     assert elapsed < (n - 1) / rate + latency + 0.8, elapsed
 
 
+async def slow_and_quick(
+    make_simulator: MakeSimulator,
+    make_service: MakeService,
+    clock: ManualClock,
+    *,
+    latency: float,
+    vendor: dict[str, object],
+    orders: int,
+) -> tuple[Simulator, Simulator, Service]:
+    """Vendor "acme" answering in ``latency`` s and vendor "quick" at once, ``orders`` due
+    for each, acme's all falling due first; a worker of 8 lanes claiming 20 at a time."""
+    slow_sim = await make_simulator(clock, latency=latency)
+    fast_sim = await make_simulator(clock)
+    service = await make_service(
+        slow_sim.base_url,
+        clock,
+        polling=POLLING,
+        vendor=vendor,
+        worker={"concurrency": 8, "batch_size": 20},
+        extra_vendors={"quick": {"base_url": fast_sim.base_url}},
+    )
+    await service.submit([new_order(f"SL{i:03d}") for i in range(orders)], actor="test")
+    clock.advance(1)  # the quick vendor's orders fall due after all of acme's
+    quick = [new_order(f"QK{i:03d}", vendor="quick") for i in range(orders)]
+    await service.submit(quick, actor="test")
+    return slow_sim, fast_sim, service
+
+
 async def test_a_slow_vendors_backlog_does_not_hold_up_other_vendors(
     make_simulator: MakeSimulator,
     make_service: MakeService,
@@ -177,19 +205,14 @@ async def test_a_slow_vendors_backlog_does_not_hold_up_other_vendors(
     the worker from claiming other vendors' due orders: one slow vendor (one call at a time,
     0.3 s each, 40 orders due first) must not delay a healthy vendor's 40 orders by the
     12 s its backlog takes to drain."""
-    slow_sim = await make_simulator(clock, latency=0.3)
-    fast_sim = await make_simulator(clock)
-    service = await make_service(
-        slow_sim.base_url,
+    slow_sim, fast_sim, service = await slow_and_quick(
+        make_simulator,
+        make_service,
         clock,
-        polling=POLLING,
+        latency=0.3,
         vendor={"concurrency": 1, "timeout": "2s"},
-        worker={"concurrency": 8, "batch_size": 20},
-        extra_vendors={"quick": {"base_url": fast_sim.base_url}},
+        orders=40,
     )
-    await service.submit([new_order(f"SL{i:03d}") for i in range(40)], actor="test")
-    clock.advance(1)  # the quick vendor's orders fall due after all of the slow one's
-    await service.submit([new_order(f"QK{i:03d}", vendor="quick") for i in range(40)], actor="test")
     worker = make_worker(service)
     run = asyncio.create_task(worker.run())
     try:
@@ -219,19 +242,14 @@ async def test_orders_waiting_for_a_half_open_probe_hold_no_lane(
     answer without holding lanes: a healthy vendor's orders go out meanwhile, and when the
     probe closes the breaker the waiting orders are called at the vendor's concurrency,
     not one at a time."""
-    slow_sim = await make_simulator(clock, latency=1.0)
-    fast_sim = await make_simulator(clock)
-    service = await make_service(
-        slow_sim.base_url,
+    slow_sim, fast_sim, service = await slow_and_quick(
+        make_simulator,
+        make_service,
         clock,
-        polling=POLLING,
+        latency=1.0,
         vendor={"concurrency": 8, "timeout": "3s"},
-        worker={"concurrency": 8, "batch_size": 20},
-        extra_vendors={"quick": {"base_url": fast_sim.base_url}},
+        orders=20,
     )
-    await service.submit([new_order(f"HO{i:03d}") for i in range(20)], actor="test")
-    clock.advance(1)  # the quick vendor's orders fall due after all of the half-open one's
-    await service.submit([new_order(f"QK{i:03d}", vendor="quick") for i in range(20)], actor="test")
     worker = make_worker(service)
     # acme's breaker opened earlier and its time is over: the next call is the probe
     timeout = Exchange(Abnormal("timeout", "no answer"))

@@ -70,6 +70,11 @@ _SQLITE_HELD = (
 )
 
 
+def json_ids(ids: Sequence[int]) -> str:
+    """Ids bound as one JSON parameter, for ``id IN (SELECT value FROM json_each(?))``."""
+    return _JSON.encode(ids)
+
+
 def _id_list(ids: Iterable[int]) -> str:
     """Our own ids inlined in SQL: as integers, so nothing else can get in."""
     return ",".join(str(int(i)) for i in ids)
@@ -256,7 +261,7 @@ class HotPath:
     def sqlite_held(self, ids: Sequence[int]) -> tuple[str, tuple[str]]:
         """:meth:`held` as one JSON value ``[[id, token], ...]`` (one step), the ids bound
         as one JSON parameter (one text for any number of ids: compiled once)."""
-        return _SQLITE_HELD, (_JSON.encode(ids),)
+        return _SQLITE_HELD, (json_ids(ids),)
 
     def sqlite_write(self, writes: Sequence[Write]) -> tuple[str, list[Any]]:
         """SQLite: every row of a write-back in one ``UPDATE … FROM (VALUES …)``; the rows

@@ -46,7 +46,14 @@ from .base import (
     OutboxRow,
     Write,
 )
-from .hot import WRITE_COLUMNS, HotPath, event_fields, order_fields, outbox_fields
+from .hot import (
+    WRITE_COLUMNS,
+    HotPath,
+    event_fields,
+    json_ids,
+    order_fields,
+    outbox_fields,
+)
 from .schema import order_events, order_tombstones, orders, outbox, vendor_pauses
 
 # One encoder for the hot path: json.dumps with options builds a new one per call.
@@ -505,7 +512,7 @@ class SqlStore:
                         )
                 leased = {"locked_by": worker_id, "locked_until": until, "token": prefix}
                 if self._sqlite_batch:
-                    leased["ids"] = json.dumps([o.id for o in claimed])
+                    leased["ids"] = json_ids([o.id for o in claimed])
                     cur.execute(hot.sqlite_claim_update, leased)
                 else:
                     cur.execute(hot.claim_update(o.id for o in claimed), leased)
