@@ -39,10 +39,14 @@ REASONS = {"E101": "out of stock", "E102": "bad address"}
 
 
 def vendor_config(name: str, base_url: str, secret: str) -> dict[str, Any]:
-    """``[vendors.NAME]`` from the example file, pointed at the simulator."""
+    """``[vendors.NAME]`` from the example file, pointed at the simulator.
+
+    The simulators here never hang, so the timeout is long: a loaded CI machine that stalls
+    the loop for a few hundred milliseconds must not turn a placed order into a timed-out one.
+    """
     data = tomllib.loads((EXAMPLES / f"{name}.toml").read_text(encoding="utf-8"))
     cfg: dict[str, Any] = data["vendors"][name]
-    return {**cfg, "base_url": base_url, "secret": secret, "timeout": "300ms"}
+    return {**cfg, "base_url": base_url, "secret": secret, "timeout": "5s"}
 
 
 @dataclass
