@@ -77,10 +77,21 @@ class CircuitBreakers:
                 return Closed(vendor)
             return None
         n = self._failures[vendor] = self._failures.get(vendor, 0) + 1
-        if failures <= 0 or n < failures or self.open_until(vendor, now) is not None:
-            return None
+        if failures <= 0:  # turned off (perhaps by a reload while it was tripped)
+            return self.close(vendor)
+        if self.open_until(vendor, now) is not None:
+            return None  # open already (a call that left before it opened)
+        if n < failures and vendor not in self._open_until:
+            return None  # closed, and not enough failures yet (a failed probe reopens at once)
         until = self._open_until[vendor] = now + open_for
         return Opened(vendor, until, n)
+
+    def close(self, vendor: str) -> Closed | None:
+        """Close the vendor's breaker now (it was turned off); Closed if it was tripped."""
+        self._failures.pop(vendor, None)
+        if self._open_until.pop(vendor, None) is None:
+            return None
+        return Closed(vendor)
 
 
 __all__ = ["TRANSPORT_KINDS", "CircuitBreakers", "Closed", "Opened", "is_transport_failure"]

@@ -132,6 +132,11 @@ class Worker:
         self._ready: deque[Order] = deque()
         self._waiting: dict[str, deque[Order]] = {}
         self._waiting_count = 0
+        # Waiting orders given back to the lanes and not yet taken by one, per vendor (and
+        # their ids): counted against the vendor's room so that two calls ending in one loop
+        # step do not both release the same room.
+        self._starting: dict[str, int] = {}
+        self._resumed: set[int] = set()
         self._busy = 0  # orders being processed in lanes
         self._vendor_busy: dict[str, int] = {}
         self._lanes: set[asyncio.Task[None]] = set()
@@ -317,8 +322,14 @@ class Worker:
         while ready and not self._draining:
             order = ready.popleft()
             vendor = order.vendor
+            resumed = bool(self._resumed) and self._taken_back(order)
             if not self._vendor_has_room(vendor):
-                self._waiting.setdefault(vendor, deque()).append(order)
+                waiting = self._waiting.setdefault(vendor, deque())
+                if resumed:  # it was the oldest waiting (a probe started meanwhile, say)
+                    waiting.appendleft(order)
+                    self._rate_passes.discard(vendor)  # its slot is lost, not kept forever
+                else:
+                    waiting.append(order)
                 self._waiting_count += 1
                 continue
             self._vendor_busy[vendor] = self._vendor_busy.get(vendor, 0) + 1
@@ -330,7 +341,16 @@ class Worker:
                 self._vendor_busy[vendor] -= 1
                 self._slot_free.set()
                 if self._waiting_count:
-                    self._resume_waiting(vendor)
+                    self._release(vendor)
+
+    def _taken_back(self, order: Order) -> bool:
+        """Whether a lane's next order is a waiting one given back by :meth:`_resume_waiting`
+        (it no longer counts as on its way to a lane)."""
+        if order.id not in self._resumed:
+            return False
+        self._resumed.discard(order.id)
+        self._starting[order.vendor] -= 1
+        return True
 
     def _vendor_room(self, vendor: str, cfg: VendorSettings | None) -> int:
         """How many more of the vendor's calls may be in flight (``cfg``: its settings;
@@ -346,12 +366,17 @@ class Worker:
             return False  # a lane finishing one of this vendor's calls resumes a waiter
         if cfg is None or cfg.rate_limit is None:
             return True
-        if vendor in self._rate_passes:  # a slot the rate tick took for a waiter
+        if vendor in self._rate_passes:  # a slot taken for this waiter when it was released
             self._rate_passes.discard(vendor)
             return True
+        return self._rate_slot(vendor, cfg.rate_limit)
+
+    def _rate_slot(self, vendor: str, rate: float) -> bool:
+        """Take the vendor's next rate slot if it is here; if not, have a rate tick come
+        when it is."""
         pacer = self._pacers.get(vendor)
-        if pacer is None or pacer.rate != cfg.rate_limit:
-            pacer = self._pacers[vendor] = Pacer(cfg.rate_limit)
+        if pacer is None or pacer.rate != rate:
+            pacer = self._pacers[vendor] = Pacer(rate)
         wait = pacer.take(time.monotonic())
         if wait <= 0:
             return True
@@ -364,23 +389,37 @@ class Worker:
             asyncio.get_running_loop().call_later(seconds, self._rate_tick, vendor)
 
     def _rate_tick(self, vendor: str) -> None:
-        """A rate-limited vendor's next slot is here: take it for its oldest waiting order
+        """A rate-limited vendor's next slot may be here: release its oldest waiting order
         and tick again at the vendor's rate while others wait, so that calls keep coming at
-        the rate whatever the vendor's latency (a finished call also resumes a waiter)."""
+        the rate whatever the vendor's latency (a finished call also releases a waiter)."""
         self._rate_timers.discard(vendor)
+        if not self._waiting.get(vendor) or self._draining:
+            return
+        self._release(vendor)
         pacer = self._pacers.get(vendor)
-        if not self._waiting.get(vendor) or pacer is None or self._draining:
-            return
-        wait = pacer.take(time.monotonic())
-        if wait > 0:  # a lane took this slot meanwhile
-            self._rate_tick_in(vendor, wait)
-            return
-        self._rate_passes.add(vendor)  # at most one: passes never add up to a burst
-        self._resume_waiting(vendor)
-        if self._waiting.get(vendor):
+        if self._waiting.get(vendor) and pacer is not None:
             self._rate_tick_in(vendor, 1 / pacer.rate)
 
-    def _resume_waiting(self, vendor: str, count: int = 1) -> None:
+    def _release(self, vendor: str) -> None:
+        """Give the lanes as many of the vendor's oldest waiting orders as may start now:
+        its room (concurrency less calls in flight and orders already on their way to a
+        lane), none while its breaker's probe is out, and at most one per slot of its rate
+        limit — a released order always starts, so the waiters keep their order."""
+        waiting = self._waiting.get(vendor)
+        if not waiting or vendor in self._probes or self._draining:
+            return
+        cfg = self.settings.current.vendors.get(vendor)
+        room = self._vendor_room(vendor, cfg) - self._starting.get(vendor, 0)
+        if room <= 0:
+            return  # one of its calls ending releases again
+        if cfg is not None and cfg.rate_limit is not None:
+            if vendor in self._rate_passes or not self._rate_slot(vendor, cfg.rate_limit):
+                return  # a slot is on its way to a lane already, or the rate tick comes
+            self._rate_passes.add(vendor)  # at most one: passes never add up to a burst
+            room = 1
+        self._resume_waiting(vendor, room)
+
+    def _resume_waiting(self, vendor: str, count: int) -> None:
         """Give the vendor's ``count`` oldest waiting orders back to the lanes, ahead of
         the rest (in their order)."""
         waiting = self._waiting.get(vendor)
@@ -389,6 +428,8 @@ class Worker:
         resumed = [waiting.popleft() for _ in range(min(count, len(waiting)))]
         self._ready.extendleft(reversed(resumed))
         self._waiting_count -= len(resumed)
+        self._starting[vendor] = self._starting.get(vendor, 0) + len(resumed)
+        self._resumed.update(order.id for order in resumed)
         if not waiting:
             self._wake.set()  # its backlog is gone: claims may take its orders again
         if not self._draining:
@@ -417,6 +458,8 @@ class Worker:
         self._ready.clear()
         self._waiting.clear()
         self._waiting_count = 0
+        self._starting.clear()
+        self._resumed.clear()
         await self.flush()
         if self._held:  # claimed but not written back: let another worker take them at once
             await self.store.release(dict(self._held))
@@ -475,12 +518,15 @@ class Worker:
         """The probe has its answer: the vendor's orders that waited for it (holding no
         lane) go back to the lanes, as many as the vendor has room for — the breaker is
         closed and they are called, or open again and they are deferred. The probe's own
-        lane, still counted busy here, resumes one more when it finishes."""
-        cfg = self.settings.current.vendors.get(vendor)
-        self._resume_waiting(vendor, self._vendor_room(vendor, cfg))
+        lane, still counted busy here, releases one more when it finishes."""
+        self._release(vendor)
 
     async def _breaker_gate(self, vendor: str) -> bool | None:
         """None: do not call (breaker open); True: this call is the half-open probe."""
+        cfg = self.settings.current.vendors.get(vendor)
+        if cfg is not None and cfg.circuit_breaker.failures <= 0:  # turned off by a reload
+            self._breaker_changed(vendor, self.breakers.close(vendor), None, self.clock.now())
+            return False
         while True:
             now = self.clock.now()
             if self.breakers.open_until(vendor, now) is not None:
@@ -549,7 +595,15 @@ class Worker:
             failures=cfg.circuit_breaker.failures,
             open_for=cfg.circuit_breaker.open_for,
         )
+        self._breaker_changed(vendor, change, exchange, now)
+
+    def _breaker_changed(
+        self, vendor: str, change: Opened | Closed | None, exchange: Exchange | None, now: datetime
+    ) -> None:
+        """Log, count and store a breaker's opening or closing (every worker and
+        ``GET /stats`` see it through the database)."""
         if isinstance(change, Opened):
+            assert exchange is not None  # only a failed exchange opens a breaker
             log.warning(
                 "circuit_open",
                 vendor=vendor,

@@ -11,6 +11,7 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
+from typing import Any
 
 from tests.integration.test_pipeline import new_order
 
@@ -278,3 +279,115 @@ async def test_orders_waiting_for_a_half_open_probe_hold_no_lane(
     assert not worker.breakers.tripped("acme")
     assert slow_sim.stats()["max_place_requests"] == 1
     assert fast_sim.stats()["max_place_requests"] == 1
+
+
+def reload_acme(service: Service, **changes: Any) -> None:
+    """Put new settings for vendor "acme" in force, as a hot reload does."""
+    running = service.settings.current
+    acme = running.vendors["acme"]
+    if "circuit_breaker" in changes:
+        changes["circuit_breaker"] = acme.circuit_breaker.model_copy(
+            update=changes["circuit_breaker"]
+        )
+    vendors = {**running.vendors, "acme": acme.model_copy(update=changes)}
+    service.settings.replace(running.model_copy(update={"vendors": vendors}))
+
+
+async def test_concurrency_raised_by_a_reload_reaches_the_waiting_orders(
+    make_simulator: MakeSimulator,
+    make_service: MakeService,
+    make_worker: MakeWorker,
+    clock: ManualClock,
+) -> None:
+    """40 orders wait for a vendor allowed one call at a time (0.3 s each); its concurrency
+    is raised to 8 by a reload: the orders already waiting go out 8 at a time (~1.5 s), not
+    one at a time until the backlog has drained (~11 s)."""
+    sim = await make_simulator(clock, latency=0.3)
+    service = await make_service(
+        sim.base_url,
+        clock,
+        polling=POLLING,
+        vendor={"concurrency": 1, "timeout": "2s"},
+        worker={"concurrency": 16, "batch_size": 40},
+    )
+    await service.submit([new_order(f"CR{i:02d}") for i in range(40)], actor="test")
+    worker = make_worker(service)
+    run = asyncio.create_task(worker.run())
+    try:
+        while sim.stats()["place_requests"] < 2:  # the backlog has formed
+            assert not run.done()
+            await asyncio.sleep(0.02)
+        reload_acme(service, concurrency=8)
+        started = time.perf_counter()
+        while sim.stats()["place_requests"] < 40:
+            assert time.perf_counter() - started < 4.0, (
+                f"{sim.stats()['place_requests']} of 40 place-orders 4 s after the reload"
+            )
+            await asyncio.sleep(0.02)
+    finally:
+        worker.stop()
+        await run
+    assert sim.stats()["max_place_requests"] == 1
+
+
+async def test_rate_limited_orders_go_out_in_the_order_they_fell_due(
+    make_simulator: MakeSimulator,
+    make_service: MakeService,
+    make_worker: MakeWorker,
+    clock: ManualClock,
+) -> None:
+    """A slow vendor limited to 20 calls/s: the orders waiting for its rate keep their order
+    (each one due a second after the other), none overtaken by later ones."""
+    sim = await make_simulator(clock, latency=0.4)
+    service = await make_service(
+        sim.base_url, clock, polling=POLLING, vendor={"rate_limit": 20.0, "timeout": "2s"}
+    )
+    for i in range(30):
+        await service.submit([new_order(f"RL{i:03d}")], actor="test")
+        clock.advance(1)
+    worker = make_worker(service)
+    await worker.run(burst=True)
+    assert list(sim.place_requests) == [f"RL{i:03d}" for i in range(30)]
+
+
+async def test_a_breaker_turned_off_by_a_reload_while_open_lets_calls_through(
+    make_simulator: MakeSimulator,
+    make_service: MakeService,
+    make_worker: MakeWorker,
+    clock: ManualClock,
+) -> None:
+    """``circuit_breaker.failures = 0`` turns the breaker off. Turned off by a reload while
+    it is half open, with the vendor still timing out: its orders are called at the
+    vendor's concurrency (8), not one probe at a time, and the breaker is closed — in this
+    worker and in the database, which every worker reads."""
+    sim = await make_simulator(clock, latency=1.0)  # every call times out (timeout 0.3 s)
+    service = await make_service(
+        sim.base_url,
+        clock,
+        polling=POLLING,
+        vendor={"concurrency": 8, "circuit_breaker": {"failures": 1, "open_for": "1m"}},
+        worker={"concurrency": 16, "batch_size": 20},
+    )
+    await service.submit([new_order(f"OFF{i:02d}") for i in range(16)], actor="test")
+    worker = make_worker(service)
+    timeout = Exchange(Abnormal("timeout", "no answer"))
+    two_minutes_ago = clock.now() - timedelta(minutes=2)
+    worker.breakers.record(
+        "acme", timeout, two_minutes_ago, failures=1, open_for=timedelta(minutes=1)
+    )
+    assert worker.breakers.half_open("acme", clock.now())
+    reload_acme(service, circuit_breaker={"failures": 0})
+    run = asyncio.create_task(worker.run())
+    try:
+        started = time.perf_counter()
+        while sim.stats()["place_requests"] < 16:
+            assert time.perf_counter() - started < 2.5, (
+                f"{sim.stats()['place_requests']} of 16 place-orders in 2.5 s"
+            )
+            await asyncio.sleep(0.02)
+    finally:
+        worker.stop()
+        await run
+    assert not worker.breakers.tripped("acme")
+    assert "acme" not in await service.store.open_circuits(now=clock.now())
+    assert sim.stats()["max_place_requests"] == 1

@@ -87,6 +87,33 @@ def test_zero_failures_turns_it_off() -> None:
     assert not b.tripped("acme")
 
 
+def test_turned_off_while_tripped_it_closes_at_the_next_failure_or_by_hand() -> None:
+    b = CircuitBreakers()
+    for _ in range(3):
+        record(b, TIMEOUT)
+    assert b.tripped("acme")
+    # a reload sets failures = 0: the next failure closes it instead of counting
+    after = NOW + OPEN_FOR
+    assert b.record("acme", TIMEOUT, after, failures=0, open_for=OPEN_FOR) == Closed("acme")
+    assert not b.tripped("acme")
+    for _ in range(3):
+        record(b, TIMEOUT)
+    assert b.close("acme") == Closed("acme")  # the worker closes it before calling
+    assert b.close("acme") is None  # closed already: nothing to announce
+    assert record(b, TIMEOUT) is None  # and the count starts again from zero
+
+
+def test_a_failed_probe_reopens_even_when_more_failures_are_asked_for_now() -> None:
+    b = CircuitBreakers()
+    for _ in range(3):
+        record(b, TIMEOUT)
+    after = NOW + OPEN_FOR
+    assert b.half_open("acme", after)
+    # a reload raised failures from 3 to 10: the probe's failure still reopens it at once
+    reopened = b.record("acme", TIMEOUT, after, failures=10, open_for=OPEN_FOR)
+    assert reopened == Opened("acme", after + OPEN_FOR, 4)
+
+
 def test_defer_counts_nothing_and_waits_until_the_breaker_closes() -> None:
     order = make_order(
         Status.ORDERED, queries=4, abnormal=2, next_run_at=NOW - timedelta(minutes=1)
