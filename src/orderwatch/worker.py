@@ -132,11 +132,11 @@ class Worker:
         self._ready: deque[Order] = deque()
         self._waiting: dict[str, deque[Order]] = {}
         self._waiting_count = 0
-        # Waiting orders given back to the lanes and not yet taken by one, per vendor (and
-        # their ids): counted against the vendor's room so that two calls ending in one loop
-        # step do not both release the same room.
+        # Waiting orders given back to the lanes (taken before _ready, oldest first), and how
+        # many of each vendor's are there: counted against the vendor's room so that two
+        # calls ending in one loop step do not both release the same room.
+        self._released: deque[Order] = deque()
         self._starting: dict[str, int] = {}
-        self._resumed: set[int] = set()
         self._busy = 0  # orders being processed in lanes
         self._vendor_busy: dict[str, int] = {}
         self._lanes: set[asyncio.Task[None]] = set()
@@ -204,7 +204,7 @@ class Worker:
     @property
     def in_flight(self) -> int:
         """Claimed orders not yet done with: waiting for a lane, for a vendor, or in a call."""
-        return len(self._ready) + self._waiting_count + self._busy
+        return len(self._ready) + len(self._released) + self._waiting_count + self._busy
 
     async def _loop(self, burst: bool) -> None:
         delay = 0.5
@@ -228,7 +228,7 @@ class Worker:
         # Orders waiting for a vendor at its limit hold no lane, and the next claims skip
         # that vendor (see _claim): a slow or rate-limited vendor's backlog must not keep
         # the worker from claiming other vendors' due orders.
-        busy = len(self._ready) + self._busy
+        busy = len(self._ready) + len(self._released) + self._busy
         capacity = wcfg.concurrency + wcfg.batch_size - busy
         threshold = max(1, min(wcfg.batch_size, wcfg.concurrency) // 2)
         if capacity < threshold and busy:
@@ -303,7 +303,8 @@ class Worker:
 
     def _add_lanes(self) -> None:
         # a lane in a call takes no ready order until its call ends: count those apart
-        want = min(self.settings.current.worker.concurrency, self._busy + len(self._ready))
+        waiting_for_lane = len(self._ready) + len(self._released)
+        want = min(self.settings.current.worker.concurrency, self._busy + waiting_for_lane)
         while len(self._lanes) < want:
             self._lanes.add(asyncio.create_task(self._lane()))
 
@@ -318,20 +319,26 @@ class Worker:
                 self._wake.set()  # burst mode returns once nothing is in flight
 
     async def _take_orders(self) -> None:
-        ready = self._ready
-        while ready and not self._draining:
-            order = ready.popleft()
-            vendor = order.vendor
-            resumed = bool(self._resumed) and self._taken_back(order)
-            if not self._vendor_has_room(vendor):
-                waiting = self._waiting.setdefault(vendor, deque())
-                if resumed:  # it was the oldest waiting (a probe started meanwhile, say)
-                    waiting.appendleft(order)
-                    self._rate_passes.discard(vendor)  # its slot is lost, not kept forever
-                else:
-                    waiting.append(order)
-                self._waiting_count += 1
-                continue
+        ready, released = self._ready, self._released
+        while (released or ready) and not self._draining:
+            if released:  # waiting orders given back go first, oldest first
+                order = released.popleft()
+                vendor = order.vendor
+                self._starting[vendor] -= 1
+                has_room = self._vendor_has_room(vendor)
+                # the rate slot taken for it is used now or lost, never left for another
+                self._rate_passes.discard(vendor)
+                if not has_room:  # a probe started meanwhile, say: it stays the oldest
+                    self._waiting.setdefault(vendor, deque()).appendleft(order)
+                    self._waiting_count += 1
+                    continue
+            else:
+                order = ready.popleft()
+                vendor = order.vendor
+                if not self._vendor_has_room(vendor):
+                    self._waiting.setdefault(vendor, deque()).append(order)
+                    self._waiting_count += 1
+                    continue
             self._vendor_busy[vendor] = self._vendor_busy.get(vendor, 0) + 1
             self._busy += 1
             try:
@@ -342,15 +349,6 @@ class Worker:
                 self._slot_free.set()
                 if self._waiting_count:
                     self._release(vendor)
-
-    def _taken_back(self, order: Order) -> bool:
-        """Whether a lane's next order is a waiting one given back by :meth:`_resume_waiting`
-        (it no longer counts as on its way to a lane)."""
-        if order.id not in self._resumed:
-            return False
-        self._resumed.discard(order.id)
-        self._starting[order.vendor] -= 1
-        return True
 
     def _vendor_room(self, vendor: str, cfg: VendorSettings | None) -> int:
         """How many more of the vendor's calls may be in flight (``cfg``: its settings;
@@ -420,16 +418,15 @@ class Worker:
         self._resume_waiting(vendor, room)
 
     def _resume_waiting(self, vendor: str, count: int) -> None:
-        """Give the vendor's ``count`` oldest waiting orders back to the lanes, ahead of
-        the rest (in their order)."""
+        """Give the vendor's ``count`` oldest waiting orders back to the lanes, after those
+        given back before and ahead of newly claimed ones."""
         waiting = self._waiting.get(vendor)
         if not waiting or count <= 0:
             return
-        resumed = [waiting.popleft() for _ in range(min(count, len(waiting)))]
-        self._ready.extendleft(reversed(resumed))
-        self._waiting_count -= len(resumed)
-        self._starting[vendor] = self._starting.get(vendor, 0) + len(resumed)
-        self._resumed.update(order.id for order in resumed)
+        n = min(count, len(waiting))
+        self._released.extend(waiting.popleft() for _ in range(n))
+        self._waiting_count -= n
+        self._starting[vendor] = self._starting.get(vendor, 0) + n
         if not waiting:
             self._wake.set()  # its backlog is gone: claims may take its orders again
         if not self._draining:
@@ -456,10 +453,12 @@ class Worker:
             if pending:
                 await asyncio.wait(pending)
         self._ready.clear()
+        self._released.clear()
         self._waiting.clear()
         self._waiting_count = 0
         self._starting.clear()
-        self._resumed.clear()
+        self._rate_passes.clear()
+        self._rate_timers.clear()  # (a timer still due finds no waiting order and stops)
         await self.flush()
         if self._held:  # claimed but not written back: let another worker take them at once
             await self.store.release(dict(self._held))

@@ -391,3 +391,45 @@ async def test_a_breaker_turned_off_by_a_reload_while_open_lets_calls_through(
     assert not worker.breakers.tripped("acme")
     assert "acme" not in await service.store.open_circuits(now=clock.now())
     assert sim.stats()["max_place_requests"] == 1
+
+
+async def test_a_rate_limit_turned_off_and_on_again_strands_no_waiting_order(
+    make_simulator: MakeSimulator,
+    make_service: MakeService,
+    make_worker: MakeWorker,
+    clock: ManualClock,
+) -> None:
+    """A reload turns a vendor's rate limit off in the loop step between a rate tick giving
+    a waiting order its slot and a lane taking that order, then on again: the slot must not
+    outlive the order, or every later release would think a slot is still on its way and
+    the vendor's waiting orders would never go out."""
+    sim = await make_simulator(clock, latency=1.0)
+    service = await make_service(
+        sim.base_url,
+        clock,
+        polling=POLLING,
+        vendor={"concurrency": 2, "rate_limit": 5.0, "timeout": "3s"},
+        worker={"concurrency": 8, "batch_size": 20},
+    )
+    await service.submit([new_order(f"SQ{i:02d}") for i in range(12)], actor="test")
+    worker = make_worker(service)
+    run = asyncio.create_task(worker.run())
+    try:
+        started = time.perf_counter()
+        # (white box: the one loop step in which a released order holds the vendor's slot)
+        while not ("acme" in worker._rate_passes and worker._starting.get("acme")):
+            assert time.perf_counter() - started < 5.0, "no order was released by a rate tick"
+            await asyncio.sleep(0)
+        reload_acme(service, rate_limit=None)
+        await asyncio.sleep(0.3)
+        reload_acme(service, rate_limit=5.0)
+        while sim.stats()["place_requests"] < 12:
+            assert time.perf_counter() - started < 15.0, (
+                f"{sim.stats()['place_requests']} of 12 place-orders; "
+                f"{worker._waiting_count} orders still waiting"
+            )
+            await asyncio.sleep(0.1)
+    finally:
+        worker.stop()
+        await run
+    assert sim.stats()["max_place_requests"] == 1
