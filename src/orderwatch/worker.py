@@ -137,6 +137,7 @@ class Worker:
         # calls ending in one loop step do not both release the same room.
         self._released: deque[Order] = deque()
         self._starting: dict[str, int] = {}
+        self._returned: dict[str, int] = {}  # released orders put back at a queue's head
         self._busy = 0  # orders being processed in lanes
         self._vendor_busy: dict[str, int] = {}
         self._lanes: set[asyncio.Task[None]] = set()
@@ -329,8 +330,7 @@ class Worker:
                 # the rate slot taken for it is used now or lost, never left for another
                 self._rate_passes.discard(vendor)
                 if not has_room:  # a probe started meanwhile, say: it stays the oldest
-                    self._waiting.setdefault(vendor, deque()).appendleft(order)
-                    self._waiting_count += 1
+                    self._put_back(order)
                     continue
             else:
                 order = ready.popleft()
@@ -349,6 +349,16 @@ class Worker:
                 self._slot_free.set()
                 if self._waiting_count:
                     self._release(vendor)
+
+    def _put_back(self, order: Order) -> None:
+        """A released order that cannot start after all goes back ahead of the vendor's
+        waiting orders, behind those put back before it (they are older)."""
+        vendor = order.vendor
+        waiting = self._waiting.setdefault(vendor, deque())
+        ahead = self._returned.get(vendor, 0)
+        waiting.insert(ahead, order)
+        self._returned[vendor] = ahead + 1
+        self._waiting_count += 1
 
     def _vendor_room(self, vendor: str, cfg: VendorSettings | None) -> int:
         """How many more of the vendor's calls may be in flight (``cfg``: its settings;
@@ -426,6 +436,8 @@ class Worker:
         n = min(count, len(waiting))
         self._released.extend(waiting.popleft() for _ in range(n))
         self._waiting_count -= n
+        if self._returned.get(vendor):
+            self._returned[vendor] = max(0, self._returned[vendor] - n)
         self._starting[vendor] = self._starting.get(vendor, 0) + n
         if not waiting:
             self._wake.set()  # its backlog is gone: claims may take its orders again
@@ -457,6 +469,7 @@ class Worker:
         self._waiting.clear()
         self._waiting_count = 0
         self._starting.clear()
+        self._returned.clear()
         self._rate_passes.clear()
         self._rate_timers.clear()  # (a timer still due finds no waiting order and stops)
         await self.flush()

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
+from types import SimpleNamespace
 from typing import Any
 
 from tests.integration.test_pipeline import new_order
@@ -433,3 +435,41 @@ async def test_a_rate_limit_turned_off_and_on_again_strands_no_waiting_order(
         worker.stop()
         await run
     assert sim.stats()["max_place_requests"] == 1
+
+
+async def test_released_orders_that_cannot_start_go_back_in_their_order(
+    make_simulator: MakeSimulator,
+    make_service: MakeService,
+    make_worker: MakeWorker,
+    clock: ManualClock,
+) -> None:
+    """White box, the queue discipline alone: four of six waiting orders are released at
+    concurrency 4, then a reload sets a rate limit before the lanes take them; the first
+    gets the rate slot and the three others go back ahead of the rest, oldest first."""
+    sim = await make_simulator(clock)
+    service = await make_service(
+        sim.base_url,
+        clock,
+        polling=POLLING,
+        vendor={"concurrency": 4, "timeout": "3s"},
+        worker={"concurrency": 8, "batch_size": 20},
+    )
+    worker = make_worker(service)
+    started: list[int] = []
+
+    async def handle(order: Any) -> None:  # no vendor call: only which order went first
+        started.append(order.id)
+        await asyncio.sleep(0.01)
+
+    worker._handle = handle  # type: ignore[method-assign]
+    waiting = [SimpleNamespace(id=i, vendor="acme") for i in range(1, 7)]
+    worker._waiting["acme"] = deque(waiting)  # type: ignore[arg-type]
+    worker._waiting_count = len(waiting)
+    worker._release("acme")
+    assert [o.id for o in worker._released] == [1, 2, 3, 4]
+    reload_acme(service, rate_limit=0.5)
+    await asyncio.sleep(0.05)
+    worker._draining = True  # (the rate tick would release the next one in 2 s)
+    assert started == [1]
+    assert [o.id for o in worker._waiting["acme"]] == [2, 3, 4, 5, 6]
+    assert worker._waiting_count == 5
