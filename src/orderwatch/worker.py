@@ -368,10 +368,10 @@ class Worker:
 
     def _vendor_has_room(self, vendor: str) -> bool:
         if vendor in self._probes:
-            return False  # its half-open breaker's probe is out: the probe's end resumes us
+            return False  # its half-open breaker's probe is out: the probe's end releases us
         cfg = self.settings.current.vendors.get(vendor)
         if self._vendor_room(vendor, cfg) <= 0:
-            return False  # a lane finishing one of this vendor's calls resumes a waiter
+            return False  # a lane finishing one of this vendor's calls releases a waiter
         if cfg is None or cfg.rate_limit is None:
             return True
         if vendor in self._rate_passes:  # a slot taken for this waiter when it was released
@@ -412,7 +412,7 @@ class Worker:
         """Give the lanes as many of the vendor's oldest waiting orders as may start now:
         its room (concurrency less calls in flight and orders already on their way to a
         lane), none while its breaker's probe is out, and at most one per slot of its rate
-        limit — a released order always starts, so the waiters keep their order."""
+        limit (taken before the order leaves the queue), so the waiters keep their order."""
         waiting = self._waiting.get(vendor)
         if not waiting or vendor in self._probes or self._draining:
             return
@@ -425,15 +425,8 @@ class Worker:
                 return  # a slot is on its way to a lane already, or the rate tick comes
             self._rate_passes.add(vendor)  # at most one: passes never add up to a burst
             room = 1
-        self._resume_waiting(vendor, room)
-
-    def _resume_waiting(self, vendor: str, count: int) -> None:
-        """Give the vendor's ``count`` oldest waiting orders back to the lanes, after those
-        given back before and ahead of newly claimed ones."""
-        waiting = self._waiting.get(vendor)
-        if not waiting or count <= 0:
-            return
-        n = min(count, len(waiting))
+        # after the orders released before, ahead of newly claimed ones
+        n = min(room, len(waiting))
         self._released.extend(waiting.popleft() for _ in range(n))
         self._waiting_count -= n
         if self._returned.get(vendor):
@@ -441,8 +434,7 @@ class Worker:
         self._starting[vendor] = self._starting.get(vendor, 0) + n
         if not waiting:
             self._wake.set()  # its backlog is gone: claims may take its orders again
-        if not self._draining:
-            self._add_lanes()
+        self._add_lanes()
 
     async def _renew_leases(self) -> None:
         while True:
@@ -524,14 +516,9 @@ class Worker:
         finally:
             if probe:
                 self._probes.pop(order.vendor).set()
-                self._after_probe(order.vendor)
-
-    def _after_probe(self, vendor: str) -> None:
-        """The probe has its answer: the vendor's orders that waited for it (holding no
-        lane) go back to the lanes, as many as the vendor has room for — the breaker is
-        closed and they are called, or open again and they are deferred. The probe's own
-        lane, still counted busy here, releases one more when it finishes."""
-        self._release(vendor)
+                # the orders that waited for its answer (holding no lane) go back to the
+                # lanes: called if it closed the breaker, deferred if it opened it again
+                self._release(order.vendor)
 
     async def _breaker_gate(self, vendor: str) -> bool | None:
         """None: do not call (breaker open); True: this call is the half-open probe."""

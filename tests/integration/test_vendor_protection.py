@@ -109,6 +109,18 @@ async def test_vendor_down_an_hour_fails_nothing_and_calls_resume(
     assert await service.store.open_circuits(now=clock.now()) == {}
 
 
+async def until_placed(
+    sim: Simulator, n: int, *, started: float, within: float, why: str = ""
+) -> None:
+    """Wait until ``sim`` has had ``n`` place-orders; fail once ``within`` seconds have passed
+    since ``started`` (``why``: what the failure means)."""
+    while (got := sim.stats()["place_requests"]) < n:
+        assert time.perf_counter() - started < within, (
+            f"{got} of {n} place-orders in {within} s{why}"
+        )
+        await asyncio.sleep(0.02)
+
+
 async def place_all(
     make_simulator: MakeSimulator,
     make_service: MakeService,
@@ -220,12 +232,9 @@ async def test_a_slow_vendors_backlog_does_not_hold_up_other_vendors(
     run = asyncio.create_task(worker.run())
     try:
         started = time.perf_counter()
-        while fast_sim.stats()["place_requests"] < 40:
-            assert time.perf_counter() - started < 4.0, (
-                f"the quick vendor got {fast_sim.stats()['place_requests']} of 40 place-orders "
-                f"in 4 s, the slow one {slow_sim.stats()['place_requests']}"
-            )
-            await asyncio.sleep(0.05)
+        await until_placed(
+            fast_sim, 40, started=started, within=4.0, why=" (the slow vendor's held them up)"
+        )
         # the slow vendor's backlog is still draining: it was there all along
         assert slow_sim.stats()["place_requests"] < 40
     finally:
@@ -261,20 +270,17 @@ async def test_orders_waiting_for_a_half_open_probe_hold_no_lane(
     run = asyncio.create_task(worker.run())
     try:
         started = time.perf_counter()
-        while fast_sim.stats()["place_requests"] < 20:
-            assert time.perf_counter() - started < 0.8, (
-                f"the quick vendor got {fast_sim.stats()['place_requests']} of 20 place-orders "
-                "before the probe's answer (1 s): waiting orders held the lanes"
-            )
-            await asyncio.sleep(0.02)
+        await until_placed(
+            fast_sim,
+            20,
+            started=started,
+            within=0.8,
+            why=", before the probe's answer (1 s): waiting orders held the lanes",
+        )
         assert slow_sim.stats()["place_requests"] == 1  # only the probe is out
         # the probe succeeds at ~1 s and closes the breaker; the other 19 go out 8 at a
         # time (~3 more seconds), not one by one (~19)
-        while slow_sim.stats()["place_requests"] < 20:
-            assert time.perf_counter() - started < 6.0, (
-                f"{slow_sim.stats()['place_requests']} of 20 place-orders after the probe"
-            )
-            await asyncio.sleep(0.05)
+        await until_placed(slow_sim, 20, started=started, within=6.0, why=" (probe included)")
     finally:
         worker.stop()
         await run
@@ -321,11 +327,7 @@ async def test_concurrency_raised_by_a_reload_reaches_the_waiting_orders(
             await asyncio.sleep(0.02)
         reload_acme(service, concurrency=8)
         started = time.perf_counter()
-        while sim.stats()["place_requests"] < 40:
-            assert time.perf_counter() - started < 4.0, (
-                f"{sim.stats()['place_requests']} of 40 place-orders 4 s after the reload"
-            )
-            await asyncio.sleep(0.02)
+        await until_placed(sim, 40, started=started, within=4.0, why=" after the reload")
     finally:
         worker.stop()
         await run
@@ -382,11 +384,7 @@ async def test_a_breaker_turned_off_by_a_reload_while_open_lets_calls_through(
     run = asyncio.create_task(worker.run())
     try:
         started = time.perf_counter()
-        while sim.stats()["place_requests"] < 16:
-            assert time.perf_counter() - started < 2.5, (
-                f"{sim.stats()['place_requests']} of 16 place-orders in 2.5 s"
-            )
-            await asyncio.sleep(0.02)
+        await until_placed(sim, 16, started=started, within=2.5)
     finally:
         worker.stop()
         await run
@@ -425,12 +423,7 @@ async def test_a_rate_limit_turned_off_and_on_again_strands_no_waiting_order(
         reload_acme(service, rate_limit=None)
         await asyncio.sleep(0.3)
         reload_acme(service, rate_limit=5.0)
-        while sim.stats()["place_requests"] < 12:
-            assert time.perf_counter() - started < 15.0, (
-                f"{sim.stats()['place_requests']} of 12 place-orders; "
-                f"{worker._waiting_count} orders still waiting"
-            )
-            await asyncio.sleep(0.1)
+        await until_placed(sim, 12, started=started, within=15.0, why=": orders stranded")
     finally:
         worker.stop()
         await run
