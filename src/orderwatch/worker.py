@@ -183,10 +183,14 @@ class Worker:
         try:
             await self._loop(burst)
         finally:
-            for task in helpers:
-                task.cancel()
-            await asyncio.gather(*helpers, return_exceptions=True)
-            await self._shutdown()
+            try:
+                # Leases are still renewed while in-flight calls finish within the grace:
+                # an order whose lease lapsed there would be taken over by another worker.
+                await self._shutdown()
+            finally:
+                for task in helpers:
+                    task.cancel()
+                await asyncio.gather(*helpers, return_exceptions=True)
         return self.stats
 
     async def run_once(self) -> int:
@@ -254,7 +258,11 @@ class Worker:
         if due is not None and due <= now:
             timeout = 0.005  # due now: a write-back raced us, or still leased elsewhere
         elif burst and not self.in_flight and not self._pending:
-            return True
+            if not self._flush_lock.locked():
+                return True
+            # A write-back is still being applied: it may schedule an order for now.
+            await self.flush()
+            return False
         elif due is None:
             timeout = IDLE_MAX
         else:

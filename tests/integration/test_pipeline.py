@@ -629,6 +629,72 @@ async def test_burst_returns_promptly_once_the_work_is_done(make_world: MakeWorl
     assert max(took) < 0.5, took
 
 
+async def test_burst_waits_for_a_write_back_still_being_applied(
+    make_world: MakeWorld, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Burst mode returns only when nothing is due. Here the place-order answer's write-back
+    is still being applied when the worker last looks for due work, and it schedules the
+    first query for now (``initial_delay = 0s``): the same burst must send that query."""
+    w = await make_world(sim={"late_rate": 1.0}, polling={"initial_delay": "0s"})
+    await w.submit("R1")
+    store = w.service.store
+    apply, next_due_at = store.apply, store.next_due_at
+
+    async def slow_apply(writes: list[Write]) -> set[int]:
+        if any(x.release for x in writes):  # an answer's write-back, not the SENT mark
+            await asyncio.sleep(0.3)
+        return await apply(writes)
+
+    async def slow_next_due_at(**kwargs: Any) -> Any:
+        await asyncio.sleep(0.15)  # long enough for the answer to arrive meanwhile
+        return await next_due_at(**kwargs)
+
+    monkeypatch.setattr(store, "apply", slow_apply)
+    monkeypatch.setattr(store, "next_due_at", slow_next_due_at)
+    await w.burst()
+    order = (await w.detail("R1")).order
+    assert order.status is Status.ORDERED
+    assert order.queries == 1, "burst returned before the query that was due at once"
+    assert order.next_run_at is not None
+    assert order.next_run_at > w.clock.now()
+
+
+@pytest.mark.timeout(60)
+async def test_leases_are_renewed_while_in_flight_calls_finish_on_shutdown(
+    make_simulator: MakeSimulator, make_service: MakeService, make_worker: MakeWorker
+) -> None:
+    """A stopping worker lets its in-flight calls finish within ``shutdown_grace``; it keeps
+    their leases alive meanwhile, so no other worker takes those orders over (and the
+    answer that arrives is applied, not discarded)."""
+    clock = CompressedClock(speed=1)
+    sim = await make_simulator(clock, latency=2.0, late_rate=1.0)  # real seconds per answer
+    assert sim.base_url is not None
+    service = await make_service(
+        sim.base_url,
+        clock,
+        polling={"initial_delay": "0s"},  # the first query follows the place-order at once
+        vendor={"timeout": "10s"},
+        worker={"lease": "1s", "shutdown_grace": "10s"},
+    )
+    await service.submit([new_order("R1")], actor="test")
+    first = make_worker(service)
+    running = asyncio.create_task(first.run())
+    deadline = time.monotonic() + 15
+    while sim.query_requests["R1"] == 0:  # the first query is with the vendor
+        assert time.monotonic() < deadline, "the first query never reached the vendor"
+        await asyncio.sleep(0.01)
+    first.stop()
+    await asyncio.sleep(1.4)  # past the claim's 1 s lease, the answer still 0.6 s away
+    assert await make_worker(service, worker_id="second").run_once() == 0
+    await asyncio.wait_for(running, 20)
+    order = (await service.get("R1")).order
+    assert order.status is Status.ORDERED, order
+    assert order.queries == 1
+    assert order.takeovers == 0
+    assert first.stats.discarded == 0
+    assert sim.place_requests["R1"] == 1
+
+
 async def test_demo_closes_its_vendor_sessions(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
