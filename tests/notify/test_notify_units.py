@@ -4,6 +4,7 @@ and how the channel is chosen from ``[notify]``."""
 from __future__ import annotations
 
 import random
+import tracemalloc
 from dataclasses import replace
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -175,6 +176,24 @@ def test_policy_from_settings() -> None:
 
 def test_no_url_means_the_log_channel() -> None:
     assert isinstance(build_channel(NotifySettings()), LogChannel)
+
+
+async def test_the_log_channel_keeps_nothing_it_delivered() -> None:
+    """`serve` without a webhook URL runs for months on this channel: its memory must not
+    grow with every notification it logs."""
+    channel = LogChannel()
+    payload = "x" * 10_000
+    await channel.send(row(id=0, payload=payload))  # warm up whatever is made once
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for i in range(1, 200):
+            delivery = await channel.send(row(id=i, payload=payload + str(i)))
+            assert delivery.ok
+        grown = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert grown < 200_000, f"{grown} bytes kept after 199 notifications of 10 kB"
 
 
 def test_https_url_makes_a_signed_webhook_channel() -> None:

@@ -8,6 +8,7 @@ point group ``orderwatch.vendors`` (``adapter = "reference"`` and ``"mapped"`` a
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from importlib.metadata import entry_points
 from typing import Any, Protocol
@@ -17,6 +18,10 @@ from ..errors import ConfigError
 from ..order import Order
 from ..outcomes import Exchange
 from ..settings import SettingsHolder, VendorSettings
+
+#: Seconds past a retired adapter's own timeout before it is closed: its in-flight calls
+#: have ended by then (answered or timed out), and nothing new is sent through it.
+RETIRE_MARGIN = 1.0
 
 
 class VendorAdapter(Protocol):
@@ -52,7 +57,12 @@ def adapter_factory(name: str) -> AdapterFactory:
 
 
 class VendorRegistry:
-    """One live adapter per configured vendor, rebuilt when its settings change."""
+    """One live adapter per configured vendor, rebuilt when its settings change.
+
+    An adapter replaced by a reload is closed once its in-flight calls can no longer be
+    running (its timeout, plus :data:`RETIRE_MARGIN`): a config center that changes a
+    vendor every hour must not leave an HTTP session behind each time.
+    """
 
     def __init__(self, settings: SettingsHolder, *, clock: Clock, **adapter_kwargs: Any) -> None:
         self._settings = settings
@@ -60,6 +70,7 @@ class VendorRegistry:
         self._kwargs = adapter_kwargs
         self._adapters: dict[str, tuple[VendorSettings, VendorAdapter]] = {}
         self._retired: list[VendorAdapter] = []
+        self._closing: set[asyncio.Task[None]] = set()
 
     def get(self, vendor: str) -> VendorAdapter | None:
         cfg = self._settings.current.vendors.get(vendor)
@@ -69,10 +80,24 @@ class VendorRegistry:
         if entry is not None and entry[0] is cfg:
             return entry[1]
         if entry is not None:
-            self._retired.append(entry[1])  # in-flight calls may still use it; close later
+            self._retire(*entry)
         adapter = adapter_factory(cfg.adapter)(vendor, cfg, clock=self._clock, **self._kwargs)
         self._adapters[vendor] = (cfg, adapter)
         return adapter
+
+    def _retire(self, cfg: VendorSettings, adapter: VendorAdapter) -> None:
+        """In-flight calls may still use ``adapter``: close it when they must have ended."""
+        self._retired.append(adapter)
+        delay = cfg.timeout.total_seconds() + RETIRE_MARGIN
+        asyncio.get_running_loop().call_later(delay, self._close_retired, adapter)
+
+    def _close_retired(self, adapter: VendorAdapter) -> None:
+        if adapter not in self._retired:  # the registry was closed meanwhile
+            return
+        self._retired.remove(adapter)
+        task = asyncio.create_task(adapter.close())
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
 
     async def close(self) -> None:
         for _, adapter in self._adapters.values():
@@ -81,6 +106,14 @@ class VendorRegistry:
             await adapter.close()
         self._adapters.clear()
         self._retired.clear()
+        if self._closing:
+            await asyncio.gather(*list(self._closing), return_exceptions=True)
 
 
-__all__ = ["AdapterFactory", "VendorAdapter", "VendorRegistry", "adapter_factory"]
+__all__ = [
+    "RETIRE_MARGIN",
+    "AdapterFactory",
+    "VendorAdapter",
+    "VendorRegistry",
+    "adapter_factory",
+]
