@@ -193,6 +193,16 @@ async def test_metrics(api: Api) -> None:
     assert all(name.startswith("orderwatch_") for name in names), names
 
 
+async def test_metrics_do_not_grow_with_made_up_methods(api: Api) -> None:
+    """A scanner sending invented HTTP methods must not add a metric series each time."""
+    for i in range(20):
+        r = await api.client.request(f"PROBE{i}", "/api/v1/orders")
+        assert r.status_code >= 400
+    text = (await api.client.get("/metrics")).text
+    assert "PROBE" not in text
+    assert 'orderwatch_http_requests_total{method="OTHER",route="/api/v1/orders"' in text
+
+
 # ---------------------------------------------------------------------------- OpenAPI and docs
 
 

@@ -462,7 +462,9 @@ class Guard:
             route = scope.get("route")
             template = getattr(route, "path", None) or "(unmatched)"
             elapsed = time.perf_counter() - started
-            self.http.observe(scope["method"], template, status, elapsed)
+            method = scope["method"]
+            # a label per method a client makes up would grow the metrics without bound
+            self.http.observe(method if method in _METHODS else "OTHER", template, status, elapsed)
             quiet = template in _PROBES and status < 400  # scrapes and probes, every few s
             (log.debug if quiet else log.info)(
                 "http_request",
@@ -506,6 +508,8 @@ class Guard:
         return b"".join(chunks)
 
 
+#: Methods that get their own label in the request metrics; any other counts as "OTHER".
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 _PROBES = frozenset(
     {
         "/healthz",
