@@ -21,7 +21,7 @@ Rules that are easy to get wrong, in one place:
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -110,11 +110,18 @@ RECONCILE = Query(reconcile=True)
 Action = Place | Query | Transition
 
 
+#: order_events.vendor_code is VARCHAR(32): a longer code must not fail the write.
+_CODE_MAX = 32
+#: How much of an abnormal answer's explanation the timeline keeps.
+_ERROR_MAX = 300
+
+
 def _exchange_fields(exchange: Exchange) -> dict[str, Any]:
+    code = exchange.vendor_code
     return {
         "outcome": exchange.outcome_name,
         "http_status": exchange.http_status,
-        "vendor_code": exchange.vendor_code,
+        "vendor_code": code[:_CODE_MAX] if code is not None else None,
         "latency_ms": round(exchange.latency * 1000, 3),
     }
 
@@ -338,7 +345,7 @@ def after_place(
             now=now,
             kind="place_rejected",
             exchange=exchange,
-            vendor_status=outcome.code,  # the refusal code, which decides if retry may place
+            vendor_status=outcome.code[:_CODE_MAX],  # the refusal code: may retry place?
         )
 
     # No valid answer: the vendor may or may not have the order.
@@ -358,7 +365,7 @@ def after_place(
     wait = policy.initial_interval
     if isinstance(outcome, Abnormal) and outcome.retry_after and outcome.retry_after > wait:
         wait = outcome.retry_after
-    next_run_at = min(now + timedelta(seconds=wait), deadline_at(order, policy))
+    next_run_at = _at_most(now, wait, deadline_at(order, policy))
     after = evolve(
         order,
         abnormal=abnormal,
@@ -371,7 +378,7 @@ def after_place(
         at=now,
         from_status=order.status,
         to_status=order.status,
-        detail={"next_run_at": next_run_at.isoformat()},
+        detail={"next_run_at": next_run_at.isoformat(), "error": detail[:_ERROR_MAX]},
         **fields,
     )
     return Transition(after, (event,))
@@ -383,12 +390,34 @@ def _abnormal_text(outcome: object) -> str:
     return f"unexpected answer {type(outcome).__name__}"
 
 
+def _at_most(now: datetime, delay: float, limit: datetime) -> datetime:
+    """``min(now + delay, limit)`` without overflowing datetime for an absurd delay."""
+    room = (limit - now).total_seconds()
+    return limit if delay >= room else now + timedelta(seconds=delay)
+
+
+def _other_vendor_order(order: Order, outcome: object) -> Abnormal | None:
+    """A known-order answer naming another vendor order than the one on record: an answer
+    about some other order (a vendor mixing answers up), not about this one."""
+    if not isinstance(outcome, InProgress | Delivered | VendorFailed):
+        return None
+    theirs, ours = outcome.vendor_order_id, order.vendor_order_id
+    if theirs is None or ours is None or theirs == ours:
+        return None
+    return Abnormal(
+        "malformed", f"data.vendor_order_id {theirs[:64]!r} is not this order's {ours!r}"
+    )
+
+
 def after_query(
     order: Order, exchange: Exchange, policy: Policy, now: datetime, rng: random.Random
 ) -> Transition:
     """The answer to a result query, for an ORDERED order or a SENT one being reconciled."""
     # One copy of the order at the end: the changes are gathered first (this runs once per
     # vendor call, so copies matter).
+    mixed_up = _other_vendor_order(order, exchange.outcome)
+    if mixed_up is not None:
+        exchange = replace(exchange, outcome=mixed_up)
     outcome = exchange.outcome
     queries = order.queries + 1
     reconciling = order.status is Status.SENT
@@ -432,6 +461,7 @@ def after_query(
 
     retry_after: float | None = None
     notify: str | None = None
+    error: str | None = None  # what was wrong with an abnormal answer, for the timeline
     kind = "queried"
     if isinstance(outcome, InProgress):
         # vendor_status keeps the normalised SHIPPED whatever the vendor calls it, so a
@@ -472,6 +502,7 @@ def after_query(
     else:  # Abnormal, or an answer that makes no sense for a query
         if isinstance(outcome, Abnormal):
             retry_after = outcome.retry_after
+        error = _abnormal_text(outcome)[:_ERROR_MAX]
         changes["abnormal"] = order.abnormal + 1
 
     if queries >= policy.max_polls or now >= deadline_at(order, policy):
@@ -485,6 +516,7 @@ def after_query(
             now=now,
             kind="failed",
             exchange=exchange,
+            detail={"error": error} if error else None,
             extra_events=tuple(events),
             via=via,
             **changes,
@@ -499,6 +531,7 @@ def after_query(
             now=now,
             kind="failed",
             exchange=exchange,
+            detail={"error": error} if error else None,
             extra_events=tuple(events),
             via=via,
             **changes,
@@ -516,7 +549,7 @@ def after_query(
         rng=rng,
         retry_after=retry_after,
     )
-    next_run_at = min(now + timedelta(seconds=delay), limit)
+    next_run_at = _at_most(now, delay, limit)
     after = evolve(order, status=status, next_run_at=next_run_at, updated_at=now, **changes)
     events.append(
         Event(
@@ -525,7 +558,7 @@ def after_query(
             from_status=status if events else order.status,
             to_status=status,
             attempt=queries,
-            detail={"next_run_at": next_run_at.isoformat()},
+            detail={"next_run_at": next_run_at.isoformat(), **({"error": error} if error else {})},
             **_exchange_fields(exchange),
         )
     )

@@ -43,7 +43,13 @@ from ..statuses import Status
 from ..vendor_mapping import AnswerPaths, Meaning, VendorMapping, split_path
 from . import signing
 from .http import HttpSession
-from .reference import MAX_BODY, _read_limited, _snippet, retry_after_seconds
+from .reference import (
+    MAX_BODY,
+    MAX_VENDOR_ORDER_ID,
+    _read_limited,
+    _snippet,
+    retry_after_seconds,
+)
 
 __all__ = ["CheckReport", "Interpretation", "MappedAdapter", "probe_order"]
 
@@ -500,6 +506,9 @@ class MappedAdapter(HttpSession):
             if r.vendor_order_id
             else None
         )
+        if vendor_order_id is not None and len(vendor_order_id) > MAX_VENDOR_ORDER_ID:
+            where = r.names["vendor_order_id"]
+            raise _WrongType(f"{where} is longer than {MAX_VENDOR_ORDER_ID} characters")
         if what == "accepted":
             return Interpretation(Accepted(vendor_order_id), code, status, "valid")
         description = (

@@ -41,6 +41,15 @@ _JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 
 MAX_BODY = 1 << 20  # a vendor answer larger than 1 MiB is not an answer
 _SNIPPET = 80
+MAX_RETRY_AFTER = 366 * 86400  # longer is absurd: ignored, seconds and dates alike
+#: What the schema can hold (orders.vendor_order_id, order_events.vendor_code): a longer
+#: value would fail the write of every order in the worker's batch.
+MAX_VENDOR_ORDER_ID = 128
+MAX_CODE = 32
+
+#: json.loads takes NaN and Infinity; what the order stores must be writable as real JSON
+#: (the API and the webhook body), so logistics holding them is refused.
+_STRICT_JSON = json.JSONEncoder(ensure_ascii=False, allow_nan=False)
 
 
 def retry_after_seconds(value: str | None, now: datetime) -> float | None:
@@ -53,12 +62,18 @@ def retry_after_seconds(value: str | None, now: datetime) -> float | None:
     except ValueError:
         try:
             when = parsedate_to_datetime(value)
-        except (TypeError, ValueError, IndexError):
+        except (TypeError, ValueError, IndexError, OverflowError):
             return None
         if when.tzinfo is None:
             return None
-        return max(0.0, (when - now).total_seconds())
-    if math.isnan(seconds) or seconds < 0 or seconds > 366 * 86400:  # NaN, negative, absurd
+        try:
+            seconds = (when - now).total_seconds()
+        except OverflowError:
+            return None
+        if seconds > MAX_RETRY_AFTER:
+            return None
+        return max(0.0, seconds)
+    if math.isnan(seconds) or seconds < 0 or seconds > MAX_RETRY_AFTER:  # NaN, negative, absurd
         return None
     return seconds
 
@@ -89,6 +104,10 @@ def _logistics(data: Mapping[str, Any]) -> dict[str, Any] | None:
         isinstance(events, list) and all(isinstance(e, dict) for e in events)
     ):
         raise TypeError("data.logistics.events must be a list of objects")
+    try:
+        _STRICT_JSON.encode(value)
+    except ValueError:
+        raise TypeError("data.logistics holds NaN or Infinity, which is not JSON") from None
     return value
 
 
@@ -104,12 +123,14 @@ def interpret(
     signer: signing.Signer | None = None,
     sign_location: str = "body",
     header_signature: str | None = None,
+    order_no: str | None = None,
 ) -> tuple[Outcome, str | None]:
     """Turn one HTTP answer into an outcome and the vendor's code. Never raises.
 
     The answer is verified with ``signer`` (default: ``sign_type`` with ``secret``): the
     signature is the body's signature field, or ``header_signature`` (the value of the
     vendor's signature header, None if it sent none) when ``sign_location`` is "header".
+    With ``order_no``, an answer whose ``data.order_no`` names another order is malformed.
     """
     if http_status == 503:
         return Abnormal("maintenance", "HTTP 503", retry_after), None
@@ -124,6 +145,8 @@ def interpret(
     code = answer.get("code")
     if not isinstance(code, str):
         return Abnormal("malformed", "answer has no string field 'code'"), None
+    if len(code) > MAX_CODE:
+        return Abnormal("malformed", f"field 'code' is longer than {MAX_CODE} characters"), None
     if signer is None:
         signer = signing.Signer(sign_type=sign_type, secret=secret)
     if sign_location == "header":
@@ -152,8 +175,14 @@ def interpret(
     if not isinstance(data, dict):
         return Abnormal("malformed", "field 'data' must be an object"), code
     status = data.get("status")
+    answered_for = data.get("order_no")
+    if order_no is not None and answered_for is not None and answered_for != order_no:
+        detail = f"data.order_no {str(answered_for)[:64]!r} is not the order asked about"
+        return Abnormal("malformed", f"{detail} ({order_no})"), code
     try:
         vendor_order_id = _opt_str(data, "vendor_order_id")
+        if vendor_order_id is not None and len(vendor_order_id) > MAX_VENDOR_ORDER_ID:
+            raise TypeError(f"data.vendor_order_id is longer than {MAX_VENDOR_ORDER_ID} characters")
         if kind == "place":
             if status != "ACCEPTED":
                 return Abnormal("malformed", f"place answer status {status!r}"), code
@@ -228,16 +257,16 @@ class ReferenceAdapter(HttpSession):
                 "points": order.points,
             }
         )
-        return await self._exchange("place", self._place_url, body, headers)
+        return await self._exchange("place", self._place_url, body, headers, order.order_no)
 
     async def query(self, order: Order) -> Exchange:
         body, headers = self._signed(
             {"merchant_id": self.settings.merchant_id, "order_no": order.order_no}
         )
-        return await self._exchange("query", self._query_url, body, headers)
+        return await self._exchange("query", self._query_url, body, headers, order.order_no)
 
     async def _exchange(
-        self, kind: str, url: str, body: bytes, headers: Mapping[str, str]
+        self, kind: str, url: str, body: bytes, headers: Mapping[str, str], order_no: str
     ) -> Exchange:
         started = time.perf_counter()
         session = self._get_session()
@@ -291,13 +320,17 @@ class ReferenceAdapter(HttpSession):
             signer=self._signer,
             sign_location=self.settings.sign_location,
             header_signature=header_signature,
+            order_no=order_no,
         )
         return Exchange(outcome, latency, status, code)
 
 
 async def _read_limited(resp: aiohttp.ClientResponse) -> tuple[bytes, bool]:
-    if resp.content_length is not None:
-        return await resp.read(), False
+    """The body, or ``(b"", True)`` past :data:`MAX_BODY`; the caller has refused a
+    Content-Length over it. A compressed body is counted as it is inflated: Content-Length
+    is its size on the wire, and a small gzip body can inflate to gigabytes."""
+    if resp.content_length is not None and "Content-Encoding" not in resp.headers:
+        return await resp.read(), False  # the usual answer: its size is known and checked
     chunks: list[bytes] = []
     size = 0
     async for chunk in resp.content.iter_any():

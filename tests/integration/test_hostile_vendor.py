@@ -1,0 +1,207 @@
+"""Hostile vendor answers over loopback: a tiny aiohttp vendor that says exactly what a test
+tells it to (signed with the right secret), against a real worker and database."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from aiohttp import web
+
+from orderwatch.order import NewOrder, Recipient
+from orderwatch.outcomes import Abnormal
+from orderwatch.statuses import Reason, Status
+from orderwatch.vendors import signing
+
+SECRET = "s3cret"  # what tests/integration/conftest.py configures for vendor acme
+
+Answer = tuple[int, dict[str, str], bytes]
+
+
+def signed(answer: dict[str, Any]) -> bytes:
+    fields = dict(answer)
+    fields["sign"] = signing.sign(fields, SECRET)
+    return json.dumps(fields, ensure_ascii=False).encode()
+
+
+def ok(**data: Any) -> Answer:
+    return 200, {}, signed({"code": "0000", "message": "ok", "data": data})
+
+
+class HostileVendor:
+    """``on_place`` / ``on_query`` map the request body to (HTTP status, headers, body)."""
+
+    def __init__(
+        self,
+        on_place: Callable[[dict[str, Any]], Answer],
+        on_query: Callable[[dict[str, Any]], Answer],
+    ) -> None:
+        self.on = {"place": on_place, "query": on_query}
+        self.requests: dict[str, list[str]] = {"place": [], "query": []}
+        self.runner: web.AppRunner | None = None
+        self.base_url = ""
+
+    async def _handle(self, kind: str, request: web.Request) -> web.Response:
+        body = await request.json()
+        self.requests[kind].append(body["order_no"])
+        status, headers, raw = self.on[kind](body)
+        return web.Response(
+            status=status, headers=headers, body=raw, content_type="application/json"
+        )
+
+    async def start(self) -> None:
+        app = web.Application()
+
+        async def place(request: web.Request) -> web.Response:
+            return await self._handle("place", request)
+
+        async def query(request: web.Request) -> web.Response:
+            return await self._handle("query", request)
+
+        app.router.add_post("/orders", place)
+        app.router.add_post("/orders/query", query)
+        self.runner = web.AppRunner(app)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.base_url = f"http://127.0.0.1:{port}"
+
+    async def stop(self) -> None:
+        if self.runner is not None:
+            await self.runner.cleanup()
+
+
+@pytest.fixture
+async def hostile() -> Any:
+    made: list[HostileVendor] = []
+
+    async def factory(on_place: Any, on_query: Any) -> HostileVendor:
+        v = HostileVendor(on_place, on_query)
+        await v.start()
+        made.append(v)
+        return v
+
+    yield factory
+    for v in made:
+        await v.stop()
+
+
+def new_order(order_no: str) -> NewOrder:
+    return NewOrder(
+        order_no=order_no,
+        vendor="acme",
+        sku="SKU-1001",
+        quantity=1,
+        points=12000,
+        recipient=Recipient("张三", "13800000000", "上海市浦东新区世纪大道100号"),
+        payment_status="PAID",
+        customer_id="C0001",
+    )
+
+
+async def test_a_signed_answer_about_another_order_does_not_end_this_one(
+    hostile: Any, clock: Any, make_service: Any, make_worker: Any, drive: Any
+) -> None:
+    """The vendor mixes answers up: every query is answered, correctly signed, with the
+    result of order R-OTHER (delivered). R1 must not become SUCCEEDED on it."""
+    vendor = await hostile(
+        lambda b: ok(vendor_order_id="V-" + b["order_no"], status="ACCEPTED"),
+        lambda b: ok(order_no="R-OTHER", vendor_order_id="V-R-OTHER", status="DELIVERED"),
+    )
+    service = await make_service(vendor.base_url, clock, polling={"max_polls": 3})
+    await service.submit([new_order("R1")], actor="test")
+    orders = await drive(service, make_worker(service), clock, ["R1"])
+    r1 = orders["R1"]
+    assert vendor.requests["query"], "never queried"
+    assert r1.status is not Status.SUCCEEDED, (r1.status, r1.description, r1.vendor_order_id)
+    assert (r1.status, r1.reason) == (Status.FAILED, Reason.MAX_POLLS_EXCEEDED)
+
+
+@pytest.mark.parametrize("db_kind", ["postgresql", "mysql"])
+async def test_an_oversized_vendor_value_does_not_stall_the_workers_writes(
+    db_kind: str, hostile: Any, clock: Any, make_service: Any, make_worker: Any
+) -> None:
+    """A correctly signed place-order answer whose vendor_order_id is longer than the
+    column (VARCHAR(128)) must not poison the write-back of every order in the batch."""
+    from tests.support.databases import require
+
+    require(db_kind)
+    vendor = await hostile(
+        lambda b: ok(
+            vendor_order_id=("X" * 200 if b["order_no"] == "R1" else "V-" + b["order_no"]),
+            status="ACCEPTED",
+        ),
+        lambda b: ok(status="PROCESSING"),
+    )
+    service = await make_service(vendor.base_url, clock)
+    await service.submit([new_order("R1"), new_order("R2")], actor="test")
+    worker = make_worker(service)
+    crashed: BaseException | None = None
+    try:
+        await asyncio.wait_for(worker.run(burst=True), timeout=8)
+    except TimeoutError as exc:  # the burst never finished: its write-back kept failing
+        crashed = exc
+    except Exception as exc:  # the worker itself died of the vendor's value
+        crashed = exc
+    r1 = await service.store.get_order("R1")
+    r2 = await service.store.get_order("R2")
+    assert sorted(vendor.requests["place"]) == ["R1", "R2"]
+    assert r1 is not None
+    assert r2 is not None
+    # R2's answer was perfectly fine: it must have been recorded as ORDERED
+    assert (r2.status, crashed) == (Status.ORDERED, None), (r2.description, repr(crashed))
+    # R1's answer is recorded as abnormal (naming the field), not left unwritten
+    assert r1.status is Status.SENT, (r1.status, r1.description)
+    assert r1.abnormal == 1
+
+
+@pytest.mark.parametrize(
+    "retry_after",
+    [
+        "Mon, 01 Jan 99999999999999999999 00:00:00 GMT",  # OverflowError while parsing
+        "Fri, 31 Dec 9999 23:59:59 -1400",  # parses; now + delay is past datetime.max
+    ],
+)
+async def test_a_503_with_an_absurd_retry_after_date_is_recorded_and_counted(
+    retry_after: str, hostile: Any, clock: Any, make_service: Any, make_worker: Any
+) -> None:
+    vendor = await hostile(
+        lambda b: ok(vendor_order_id="V-" + b["order_no"], status="ACCEPTED"),
+        lambda b: (503, {"Retry-After": retry_after}, b"maintenance"),
+    )
+    service = await make_service(vendor.base_url, clock)
+    await service.submit([new_order("R1")], actor="test")
+    worker = make_worker(service)
+    await worker.run(burst=True)  # places R1
+    clock.set((await service.store.get_order("R1")).next_run_at)
+    await worker.run(burst=True)  # first result query: 503 + Retry-After
+    assert vendor.requests["query"] == ["R1"]
+    detail = await service.get("R1")
+    r1 = detail.order
+    assert [e.outcome for e in detail.events if e.outcome][-1] == "abnormal:maintenance"
+    assert (r1.status, r1.queries, r1.abnormal) == (Status.ORDERED, 1, 1)
+    assert r1.next_run_at is not None
+    assert r1.next_run_at > clock.now()
+
+
+async def test_a_gzip_bomb_with_a_small_content_length_is_not_inflated(
+    hostile: Any, clock: Any, make_service: Any, make_worker: Any
+) -> None:
+    import gzip
+
+    bomb = gzip.compress(b" " * (64 << 20), 9)  # 64 MiB of spaces in ~64 KiB
+    vendor = await hostile(
+        lambda b: ok(vendor_order_id="V-" + b["order_no"], status="ACCEPTED"),
+        lambda b: (200, {"Content-Encoding": "gzip"}, bomb),
+    )
+    service = await make_service(vendor.base_url, clock, vendor={"timeout": "20s"})
+    adapter = make_worker(service).vendors.get("acme")
+    await service.submit([new_order("R1")], actor="test")
+    order = await service.store.get_order("R1")
+    exchange = await adapter.query(order)
+    assert isinstance(exchange.outcome, Abnormal)
+    assert "larger than" in exchange.outcome.detail, exchange.outcome.detail[:120]

@@ -1,0 +1,130 @@
+"""Hostile vendor answers, unit level: interpret, retry_after_seconds and after_query."""
+
+from __future__ import annotations
+
+import json
+import random
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from tests.support.orders import T0, make_order
+
+from orderwatch.lifecycle import Policy, after_query, deadline_at
+from orderwatch.outcomes import Abnormal, Delivered, Exchange
+from orderwatch.settings import DEFAULT_STATUS_MAP
+from orderwatch.statuses import Status
+from orderwatch.vendors import signing
+from orderwatch.vendors.reference import interpret, retry_after_seconds
+
+SECRET = "vendor-key"
+NOW = T0 + timedelta(minutes=30)
+
+
+def signed(answer: dict[str, Any]) -> bytes:
+    fields = dict(answer)
+    fields["sign"] = signing.sign(fields, SECRET)
+    return json.dumps(fields, ensure_ascii=False).encode()  # allow_nan: Python writes NaN
+
+
+def run(kind: str, body: bytes) -> Any:
+    return interpret(
+        kind,
+        http_status=200,
+        body=body,
+        retry_after=None,
+        secret=SECRET,
+        status_map=DEFAULT_STATUS_MAP,
+    )
+
+
+# --- NaN / Infinity -------------------------------------------------------------------
+
+
+def test_nan_in_a_signed_answer_is_malformed_not_stored() -> None:
+    """json.loads takes NaN/Infinity; the order then carries a float NaN that every JSON
+    writer of orderwatch (API, webhook body) emits as the bare token NaN: not JSON."""
+    body = signed(
+        {
+            "code": "0000",
+            "message": "ok",
+            "data": {
+                "status": "SHIPPED",
+                "logistics": {
+                    "carrier": "SF",
+                    "tracking_no": "SF1",
+                    "events": [
+                        {"at": "2026-11-26T08:00:00Z", "text": "运输中", "weight_kg": float("nan")}
+                    ],
+                },
+            },
+        }
+    )
+    outcome, _ = run("query", body)
+    assert isinstance(outcome, Abnormal), outcome
+    assert outcome.kind == "malformed"
+
+
+# --- lengths the schema cannot hold --------------------------------------------------
+
+
+def test_a_vendor_order_id_longer_than_the_column_is_malformed() -> None:
+    body = signed(
+        {
+            "code": "0000",
+            "message": "ok",
+            "data": {"status": "ACCEPTED", "vendor_order_id": "X" * 200},
+        }
+    )
+    outcome, _ = run("place", body)
+    assert isinstance(outcome, Abnormal), outcome
+    assert "vendor_order_id" in outcome.detail
+
+
+def test_a_vendor_code_longer_than_the_column_is_malformed() -> None:
+    outcome, code = run("place", signed({"code": "E" * 40, "message": "no"}))
+    assert isinstance(outcome, Abnormal), outcome
+    assert code is None or len(code) <= 32
+
+
+# --- Retry-After ------------------------------------------------------------------------
+
+
+def test_retry_after_with_an_absurd_year_is_ignored_not_raised() -> None:
+    now = datetime(2026, 11, 26, tzinfo=UTC)
+    assert retry_after_seconds("Mon, 01 Jan 99999999999999999999 00:00:00 GMT", now) is None
+
+
+def test_a_huge_retry_after_is_clamped_to_the_deadline_not_a_crash() -> None:
+    order = make_order(Status.ORDERED)
+    outcome = Abnormal("maintenance", "HTTP 503", retry_after=3e11)  # ~9500 years
+    t = after_query(order, Exchange(outcome, 0.01, 503), Policy(), NOW, random.Random(0))
+    assert t.order.next_run_at == deadline_at(order, Policy())
+
+
+# --- the timeline names the field -------------------------------------------------------
+
+
+def test_an_abnormal_query_answer_records_what_was_wrong() -> None:
+    """A correctly signed answer with a bad field: the order's events (or its description)
+    must say which field, not only 'abnormal:malformed'."""
+    outcome, _ = run(
+        "query",
+        signed(
+            {"code": "0000", "message": "ok", "data": {"status": "SHIPPED", "logistics": "SF123"}}
+        ),
+    )
+    assert outcome == Abnormal("malformed", "data.logistics must be an object")
+    order = make_order(Status.ORDERED)
+    t = after_query(order, Exchange(outcome, 0.01, 200, "0000"), Policy(), NOW, random.Random(0))
+    recorded = json.dumps([e.detail for e in t.events], ensure_ascii=False)
+    assert "data.logistics" in recorded or "data.logistics" in (t.order.description or ""), (
+        recorded,
+        t.order.description,
+    )
+
+
+def test_a_delivered_answer_naming_another_vendor_order_does_not_end_this_one() -> None:
+    order = make_order(Status.ORDERED, vendor_order_id="V-R1")
+    outcome = Delivered("已签收", None, "V-SOMEONE-ELSE")
+    t = after_query(order, Exchange(outcome, 0.01, 200, "0000"), Policy(), NOW, random.Random(0))
+    assert t.order.status is Status.ORDERED, (t.order.status, t.order.description)
