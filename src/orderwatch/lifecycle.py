@@ -114,6 +114,14 @@ Action = Place | Query | Transition
 _CODE_MAX = 32
 #: How much of an abnormal answer's explanation the timeline keeps.
 _ERROR_MAX = 300
+#: How much of a vendor's own text (description, refusal message) an order keeps: enough
+#: for any real explanation, and within every database's TEXT column (MariaDB's is 64 KiB)
+#: with the logistics beside it in the notification body.
+DESCRIPTION_MAX = 1000
+
+
+def _vendor_text(text: str) -> str:
+    return text if len(text) <= DESCRIPTION_MAX else text[: DESCRIPTION_MAX - 1] + "…"
 
 
 def _exchange_fields(exchange: Exchange) -> dict[str, Any]:
@@ -334,7 +342,7 @@ def after_place(
         return Transition(after, (event,))
 
     if isinstance(outcome, Rejected):
-        description = f"{outcome.code} {outcome.message}".strip()
+        description = _vendor_text(f"{outcome.code} {outcome.message}".strip())
         if outcome.code in REQUEST_REFUSED:
             description += " (the vendor refused the request itself; check the vendor config)"
         return _finish(
@@ -446,8 +454,9 @@ def after_query(
             order,
             status=Status.SUCCEEDED if ok else Status.FAILED,
             reason=None if ok else Reason.VENDOR_FAILED,
-            description=outcome.description
-            or ("delivered" if ok else "vendor reports the order failed"),
+            description=_vendor_text(outcome.description)
+            if outcome.description
+            else ("delivered" if ok else "vendor reports the order failed"),
             now=now,
             kind="succeeded" if ok else "failed",
             exchange=exchange,
@@ -469,9 +478,9 @@ def after_query(
         if outcome.shipped and order.vendor_status != SHIPPED:
             notify, kind = "order.shipped", "shipped"
         changes["unknown_streak"] = 0
-        changes["vendor_status"] = SHIPPED if outcome.shipped else outcome.vendor_status
+        changes["vendor_status"] = SHIPPED if outcome.shipped else outcome.vendor_status[:_CODE_MAX]
         if outcome.description:
-            changes["description"] = outcome.description
+            changes["description"] = _vendor_text(outcome.description)
         if outcome.logistics:
             changes["logistics"] = outcome.logistics
     elif isinstance(outcome, UnknownOrder):

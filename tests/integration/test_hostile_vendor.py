@@ -10,7 +10,9 @@ from typing import Any
 
 import pytest
 from aiohttp import web
+from tests.support.databases import KINDS, require
 
+from orderwatch.lifecycle import DESCRIPTION_MAX
 from orderwatch.order import NewOrder, Recipient
 from orderwatch.outcomes import Abnormal
 from orderwatch.statuses import Reason, Status
@@ -127,8 +129,6 @@ async def test_an_oversized_vendor_value_does_not_stall_the_workers_writes(
 ) -> None:
     """A correctly signed place-order answer whose vendor_order_id is longer than the
     column (VARCHAR(128)) must not poison the write-back of every order in the batch."""
-    from tests.support.databases import require
-
     require(db_kind)
     vendor = await hostile(
         lambda b: ok(
@@ -205,3 +205,29 @@ async def test_a_gzip_bomb_with_a_small_content_length_is_not_inflated(
     exchange = await adapter.query(order)
     assert isinstance(exchange.outcome, Abnormal)
     assert "larger than" in exchange.outcome.detail, exchange.outcome.detail[:120]
+
+
+@pytest.mark.parametrize("db_kind", KINDS)
+async def test_long_vendor_texts_are_kept_short_enough_to_store(
+    hostile: Any, clock: Any, make_service: Any, make_worker: Any, drive: Any
+) -> None:
+    """A vendor answering with a 90 kB description (correctly signed): the order still
+    ends, its description cut (MariaDB's TEXT holds 64 KiB: stored as sent, it failed
+    every write of the worker's batch, for good)."""
+    queries = 0
+
+    def on_query(body: dict[str, Any]) -> Answer:
+        nonlocal queries
+        queries += 1
+        if queries == 1:
+            return ok(status="PROCESSING", description="在途" * 20, vendor_order_id="V1")
+        return ok(status="DELIVERED", description="已签收" * 15_000, vendor_order_id="V1")
+
+    vendor = await hostile(lambda b: ok(vendor_order_id="V1", status="ACCEPTED"), on_query)
+    service = await make_service(vendor.base_url, clock)
+    await service.submit([new_order("R1")], actor="test")
+    r1 = (await asyncio.wait_for(drive(service, make_worker(service), clock, ["R1"]), 30))["R1"]
+    assert r1.status is Status.SUCCEEDED, (r1.status, (r1.description or "")[:80])
+    assert r1.description is not None
+    assert r1.description.startswith("已签收已签收")
+    assert len(r1.description) <= DESCRIPTION_MAX

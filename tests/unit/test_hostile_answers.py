@@ -9,8 +9,8 @@ from typing import Any
 
 from tests.support.orders import T0, make_order
 
-from orderwatch.lifecycle import Policy, after_query, deadline_at
-from orderwatch.outcomes import Abnormal, Delivered, Exchange
+from orderwatch.lifecycle import DESCRIPTION_MAX, Policy, after_query, deadline_at
+from orderwatch.outcomes import Abnormal, Delivered, Exchange, InProgress
 from orderwatch.settings import DEFAULT_STATUS_MAP
 from orderwatch.statuses import Status
 from orderwatch.vendors import signing
@@ -128,3 +128,30 @@ def test_a_delivered_answer_naming_another_vendor_order_does_not_end_this_one() 
     outcome = Delivered("已签收", None, "V-SOMEONE-ELSE")
     t = after_query(order, Exchange(outcome, 0.01, 200, "0000"), Policy(), NOW, random.Random(0))
     assert t.order.status is Status.ORDERED, (t.order.status, t.order.description)
+
+
+# --- sizes every database can store ------------------------------------------------------
+
+
+def test_logistics_larger_than_can_be_stored_is_malformed() -> None:
+    events = [{"at": "2026-11-26T08:00:00Z", "text": "运输中" * 20} for _ in range(500)]
+    body = signed(
+        {
+            "code": "0000",
+            "message": "ok",
+            "data": {"status": "SHIPPED", "logistics": {"carrier": "SF", "events": events}},
+        }
+    )
+    outcome, _ = run("query", body)
+    assert isinstance(outcome, Abnormal), outcome
+    assert "data.logistics is larger than" in outcome.detail
+
+
+def test_a_vendors_long_texts_are_cut_to_what_an_order_keeps() -> None:
+    order = make_order(Status.ORDERED)
+    answer = InProgress("X" * 40, "在途" * 5_000, None, False, None)
+    t = after_query(order, Exchange(answer, 0.01, 200, "0000"), Policy(), NOW, random.Random(0))
+    assert t.order.description is not None
+    assert len(t.order.description) == DESCRIPTION_MAX
+    assert t.order.description.endswith("…")
+    assert t.order.vendor_status == "X" * 32

@@ -45,6 +45,7 @@ from . import signing
 from .http import HttpSession
 from .reference import (
     MAX_BODY,
+    MAX_LOGISTICS,
     MAX_VENDOR_ORDER_ID,
     _read_limited,
     _snippet,
@@ -56,6 +57,7 @@ __all__ = ["CheckReport", "Interpretation", "MappedAdapter", "probe_order"]
 Kind = Literal["place", "query"]
 Path = tuple[str, ...]
 _MISSING: Any = object()
+_JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))  # sizes what is stored
 
 
 class _WrongType(Exception):
@@ -554,6 +556,8 @@ class MappedAdapter(HttpSession):
                     )
                     events.append({"at": at, "text": text})
                 found["events"] = events
+        if found and len(_JSON.encode(found)) > MAX_LOGISTICS:
+            raise _WrongType(f"logistics larger than {MAX_LOGISTICS} characters of JSON")
         return found or None
 
     # -- dry run ----------------------------------------------------------------------------

@@ -46,6 +46,9 @@ MAX_RETRY_AFTER = 366 * 86400  # longer is absurd: ignored, seconds and dates al
 #: value would fail the write of every order in the worker's batch.
 MAX_VENDOR_ORDER_ID = 128
 MAX_CODE = 32
+#: The largest logistics object kept (characters of JSON): a real one is a few kB, and
+#: with the description it must fit a TEXT column (MariaDB: 64 KiB) at 4 bytes a character.
+MAX_LOGISTICS = 12_000
 
 #: json.loads takes NaN and Infinity; what the order stores must be writable as real JSON
 #: (the API and the webhook body), so logistics holding them is refused.
@@ -105,9 +108,11 @@ def _logistics(data: Mapping[str, Any]) -> dict[str, Any] | None:
     ):
         raise TypeError("data.logistics.events must be a list of objects")
     try:
-        _STRICT_JSON.encode(value)
+        size = len(_STRICT_JSON.encode(value))
     except ValueError:
         raise TypeError("data.logistics holds NaN or Infinity, which is not JSON") from None
+    if size > MAX_LOGISTICS:
+        raise TypeError(f"data.logistics is larger than {MAX_LOGISTICS} characters of JSON")
     return value
 
 
@@ -341,4 +346,12 @@ async def _read_limited(resp: aiohttp.ClientResponse) -> tuple[bytes, bool]:
     return b"".join(chunks), False
 
 
-__all__ = ["MAX_BODY", "ReferenceAdapter", "interpret", "retry_after_seconds"]
+__all__ = [
+    "MAX_BODY",
+    "MAX_CODE",
+    "MAX_LOGISTICS",
+    "MAX_VENDOR_ORDER_ID",
+    "ReferenceAdapter",
+    "interpret",
+    "retry_after_seconds",
+]
