@@ -241,24 +241,12 @@ def layered(
     """``loaded`` (file + env) with the data id's content on top, validated whole.
 
     ``None`` content (the data id does not exist) is an empty layer. Adapters named by
-    the vendors are looked up too, so a typo is rejected here and not at the first call.
+    the vendors are looked up by the validation, so a typo is rejected here and not at
+    the first call.
     """
     label = describe(cc)
     layer = {} if content is None else parse_content(content, fmt=content_format(cc), label=label)
-    merged = with_layer(loaded, layer, source="nacos", label=label, remote=remote)
-    from .vendors import adapter_factory
-
-    problems: list[str] = []
-    for name, vendor in merged.settings.vendors.items():
-        try:
-            adapter_factory(vendor.adapter)
-        except ConfigError as exc:
-            source = merged.sources.get(f"vendors.{name}.adapter", "default")
-            where = f"vendors.{name}.adapter ({merged.labels.get(source, source)})"
-            problems.extend(p.replace("vendors.*.adapter", where) for p in exc.problems)
-    if problems:
-        raise ConfigError(problems)
-    return merged
+    return with_layer(loaded, layer, source="nacos", label=label, remote=remote)
 
 
 # ---------------------------------------------------------------------------- disk cache

@@ -21,7 +21,7 @@ import re
 from collections.abc import Collection, Iterator
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 from pydantic_core import ErrorDetails
 
 from .errors import FieldError, ValidationFailed
@@ -72,6 +72,21 @@ def _strip(value: object) -> object:
     return value.strip() if isinstance(value, str) else value
 
 
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+_CONTROL_MESSAGE = "must not contain control characters such as NUL (tabs and line breaks are fine)"
+
+
+def _printable(value: object) -> object:
+    """Refuse NUL and the other C0 controls but tab, LF and CR: PostgreSQL cannot store NUL
+    in a text column at all (the insert would fail after every check had passed)."""
+    if isinstance(value, str) and _CONTROL.search(value):
+        raise ValueError(_CONTROL_MESSAGE)
+    return value
+
+
+Printable = AfterValidator(_printable)
+
+
 def _optional_text(value: object) -> object:
     """An empty cell or string means "not given": CSV cannot tell the two apart."""
     if isinstance(value, str) and not value.strip():
@@ -95,9 +110,9 @@ class RecipientIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
-    name: str = Field(min_length=1, max_length=64)
+    name: Annotated[str, Field(min_length=1, max_length=64), Printable]
     phone: Annotated[str, BeforeValidator(_phone)]
-    address: str = Field(min_length=1, max_length=256)
+    address: Annotated[str, Field(min_length=1, max_length=256), Printable]
 
 
 class OrderIn(BaseModel):
@@ -107,11 +122,11 @@ class OrderIn(BaseModel):
 
     order_no: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")
     vendor: str = Field(min_length=1, max_length=64)
-    sku: str = Field(min_length=1, max_length=64)
+    sku: Annotated[str, Field(min_length=1, max_length=64), Printable]
     quantity: Annotated[int, WholeNumber, Field(ge=1, le=999)]
     points: Annotated[int, WholeNumber, Field(ge=0, le=100_000_000)]
     customer_id: Annotated[
-        Annotated[str, Field(min_length=1, max_length=64)] | None,
+        Annotated[str, Field(min_length=1, max_length=64), Printable] | None,
         BeforeValidator(_optional_text),
     ] = None
     payment_status: Annotated[Literal["PAID", "UNPAID"], BeforeValidator(_strip)] = "PAID"
@@ -145,6 +160,8 @@ def _field_error(error: ErrorDetails, location: str | None) -> FieldError:
         message = _RULES.get(field, "must be an object")
     elif kind == "string_type":
         message = "must be a string"
+    elif kind == "value_error" and _CONTROL_MESSAGE in error["msg"]:
+        message = _CONTROL_MESSAGE
     else:
         message = _RULES.get(field, error["msg"])
     return FieldError(field, message, location)
@@ -243,6 +260,8 @@ def _json_lines(text: str) -> Iterator[tuple[str, object]]:
             record = _BadRecord(
                 FieldError(RECORD, f"invalid JSON: {exc.msg} (column {exc.colno})", where)
             )
+        except ValueError as exc:  # a number past Python's int digit limit, say
+            record = _BadRecord(FieldError(RECORD, f"invalid JSON: {exc}", where))
         yield where, record
 
 
@@ -253,6 +272,8 @@ def _json_array(text: str) -> Iterator[tuple[str, object]]:
         raise _BadRecord(
             FieldError(FILE, f"invalid JSON: {exc.msg} (column {exc.colno})", f"line {exc.lineno}")
         ) from None
+    except ValueError as exc:  # a number past Python's int digit limit, say
+        raise _BadRecord(FieldError(FILE, f"invalid JSON: {exc}", "line 1")) from None
     if not isinstance(data, list):
         raise _BadRecord(FieldError(FILE, "must be a JSON array of orders"))
     for index, item in enumerate(data):

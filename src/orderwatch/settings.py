@@ -114,7 +114,28 @@ Secret = Annotated[SecretStr, BeforeValidator(_resolve_secret)]
 _STRICT = ConfigDict(extra="forbid", frozen=True)
 
 
-class PollingSettings(BaseModel):
+def _is_number_type(annotation: Any) -> bool:
+    annotation = _unwrap(annotation)
+    return (
+        isinstance(annotation, type)
+        and issubclass(annotation, int | float)
+        and not issubclass(annotation, bool)
+    )
+
+
+class _Section(BaseModel):
+    """A settings table whose numbers are numbers: pydantic would read ``true`` as 1."""
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_boolean_numbers(cls, v: Any, info: ValidationInfo) -> Any:
+        field = cls.model_fields.get(info.field_name or "")
+        if isinstance(v, bool) and field is not None and _is_number_type(field.annotation):
+            raise ValueError(f"must be a number, not {str(v).lower()}")
+        return v
+
+
+class PollingSettings(_Section):
     model_config = _STRICT
 
     initial_delay: Duration = timedelta(minutes=10)
@@ -135,7 +156,7 @@ class PollingSettings(BaseModel):
         return _longer_than_zero(v)
 
 
-class PollingOverride(BaseModel):
+class PollingOverride(_Section):
     """Per-vendor ``[vendors.NAME.polling]``: any key of ``[polling]``, unset ones inherited."""
 
     model_config = _STRICT
@@ -163,7 +184,7 @@ DEFAULT_STATUS_MAP: dict[str, VendorOutcomeName] = {
 }
 
 
-class CircuitBreakerSettings(BaseModel):
+class CircuitBreakerSettings(_Section):
     """``[vendors.NAME.circuit_breaker]``: stop calling a vendor that keeps failing.
 
     After ``failures`` transport failures in a row (timeouts, refused or dropped connections,
@@ -178,7 +199,7 @@ class CircuitBreakerSettings(BaseModel):
     open_for: PositiveDuration = timedelta(minutes=5)
 
 
-class VendorSettings(BaseModel):
+class VendorSettings(_Section):
     model_config = _STRICT
 
     adapter: str = "reference"
@@ -296,8 +317,26 @@ class DatabaseSettings(BaseModel):
 
     url: str = "sqlite:///orderwatch.db"
 
+    @field_validator("url")
+    @classmethod
+    def _database_url(cls, v: str) -> str:
+        from sqlalchemy.engine import make_url
+        from sqlalchemy.exc import ArgumentError
 
-class WorkerSettings(BaseModel):
+        try:
+            backend = make_url(v).get_backend_name()
+        except ArgumentError:
+            raise ValueError(
+                "not a database URL; expected sqlite:///PATH, postgresql://… or mysql://…"
+            ) from None
+        if backend not in ("sqlite", "postgresql", "mysql", "mariadb"):
+            raise ValueError(
+                f"unsupported database {backend!r}: use sqlite, postgresql or mysql (MariaDB)"
+            )
+        return v
+
+
+class WorkerSettings(_Section):
     model_config = _STRICT
 
     batch_size: int = Field(100, ge=1, le=10_000)
@@ -320,12 +359,38 @@ class ApiToken(BaseModel):
     token: Secret
     role: Literal["platform", "operator", "viewer"]
 
+    @field_validator("token")
+    @classmethod
+    def _presentable(cls, v: SecretStr) -> SecretStr:
+        text = v.get_secret_value()
+        if not text.strip():
+            raise ValueError("must not be empty")
+        if text != text.strip():
+            raise ValueError(
+                "has leading or trailing whitespace (a secret file's last newline?): "
+                "no Authorization header can carry it"
+            )
+        return v
+
 
 class ApiSettings(BaseModel):
     model_config = _STRICT
 
     listen: str = "127.0.0.1:8080"
     tokens: list[ApiToken] = Field(default_factory=list)
+
+    @field_validator("tokens")
+    @classmethod
+    def _distinct(cls, v: list[ApiToken]) -> list[ApiToken]:
+        first: dict[str, int] = {}
+        for i, t in enumerate(v):
+            j = first.setdefault(t.token.get_secret_value(), i)
+            if j != i:
+                raise ValueError(
+                    f"api.tokens[{i}] ({t.name!r}) has the same token as api.tokens[{j}] "
+                    f"({v[j].name!r}): a caller would get the first one's role only"
+                )
+        return v
 
 
 NotifyEvent = Literal["order.shipped", "order.succeeded", "order.failed", "order.reopened"]
@@ -804,9 +869,32 @@ def _validate(
     env: Mapping[str, str],
 ) -> Settings:
     try:
-        return Settings.model_validate(data, context={"env": env})
+        settings = Settings.model_validate(data, context={"env": env})
     except ValidationError as exc:
         raise ConfigError(_explain(exc, sources, labels)) from None
+    _check_adapters(settings, sources, labels)
+    return settings
+
+
+def _check_adapters(
+    settings: Settings, sources: Mapping[str, str], labels: Mapping[str, str]
+) -> None:
+    """Every vendor's adapter exists: a typo stops start-up, not each order at its call."""
+    from .vendors import adapter_factory
+
+    problems: list[str] = []
+    for name, vendor in settings.vendors.items():
+        try:
+            adapter_factory(vendor.adapter)
+        except ConfigError as exc:
+            key = f"vendors.{name}.adapter"
+            origins, exact = _origin_of(key, sources)
+            where = ", ".join(_label(s, key if exact else None, labels) for s in origins)
+            problems.extend(
+                p.replace("vendors.*.adapter", f"{key} ({where})") for p in exc.problems
+            )
+    if problems:
+        raise ConfigError(problems)
 
 
 def load_settings(

@@ -605,3 +605,15 @@ async def test_sqlite_durable_commits_leave_the_loop_when_the_disk_is_slow(
         assert await store._run(where(0.0), hot=True) == threading.current_thread().name
     finally:
         await store.close()
+
+
+async def test_order_nos_differing_in_case_are_two_orders(store: SqlStore) -> None:
+    """order_no is case-sensitive (A-Za-z0-9_-) on every database: MariaDB's default
+    collation made r1 a duplicate of R1 (the API answered 500) and a lookup of one
+    found the other (showing another customer's order)."""
+    await store.insert_orders([new_order("R20261126000001")], now=NOW)
+    result = await store.insert_orders([new_order("r20261126000001")], now=NOW)
+    assert [o.order_no for o in result.created] == ["r20261126000001"]
+    found = await store.get_order("r20261126000001")
+    assert found is not None
+    assert found.order_no == "r20261126000001"

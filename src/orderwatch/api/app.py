@@ -176,7 +176,10 @@ def _component_schemas(vendors: list[str]) -> dict[str, Any]:
     return out
 
 
-_TEXT = r"\S"  # strings are trimmed, so one of only spaces counts as empty
+# Strings are trimmed, so one of only spaces counts as empty; C0 controls but tab, LF and
+# CR are refused (intake._CONTROL: PostgreSQL cannot store NUL).
+_PRINTABLE = r"[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f]"
+_TEXT = rf"^(?=[\s\S]*\S){_PRINTABLE}*$"
 
 
 def _tighten(out: dict[str, Any], vendors: list[str]) -> None:
@@ -199,7 +202,10 @@ def _tighten(out: dict[str, Any], vendors: list[str]) -> None:
     props["quantity"] = {"type": "integer", "minimum": 1, "maximum": 999}
     props["points"] = {"type": "integer", "minimum": 0, "maximum": 100_000_000}
     props["customer_id"] = {
-        "anyOf": [{"type": "string", "maxLength": 64}, {"type": "null"}],
+        "anyOf": [
+            {"type": "string", "maxLength": 64, "pattern": f"^{_PRINTABLE}*$"},
+            {"type": "null"},
+        ],
         "default": None,
         "description": "Empty or null: none.",
     }
@@ -212,6 +218,8 @@ def _tighten(out: dict[str, Any], vendors: list[str]) -> None:
         "pattern": r"^(?=.*[0-9])[0-9+-][0-9+\- ]{3,18}[0-9+-]$",
         "description": "5-20 of digits, '+', '-' and spaces, with a digit.",
     }
+    for model in ("ResolveIn", "BulkResolveIn"):  # a note of only spaces is refused
+        out[model]["properties"]["note"]["pattern"] = r"\S"
     # A filter key is either given or left out; null is refused.
     for prop in out["FilterIn"]["properties"].values():
         variants = prop.pop("anyOf", None)
@@ -361,7 +369,18 @@ def decode_cursor(cursor: str, flt: OrderFilter) -> int:
             "cursor is not one this API handed out",
             errors=[FieldError("cursor", "not a cursor from next_cursor")],
         ) from None
-    if not isinstance(before, int) or isinstance(before, bool) or key != _cursor_key(flt):
+    if (
+        not isinstance(before, int)
+        or isinstance(before, bool)
+        or not 1 <= before < 2**63  # an order id; past that no database can compare it
+    ):
+        raise Problem(
+            422,
+            "validation",
+            "cursor is not one this API handed out",
+            errors=[FieldError("cursor", "not a cursor from next_cursor")],
+        )
+    if key != _cursor_key(flt):
         raise Problem(
             422,
             "validation",

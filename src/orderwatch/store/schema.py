@@ -26,6 +26,7 @@ from sqlalchemy import (
     Text,
     text,
 )
+from sqlalchemy.dialects import mysql
 from sqlalchemy.types import TypeDecorator
 
 metadata = MetaData(
@@ -39,6 +40,13 @@ metadata = MetaData(
 
 # SQLite aliases INTEGER PRIMARY KEY to the rowid; elsewhere a 64-bit key.
 Id = BigInteger().with_variant(Integer(), "sqlite")
+
+# order_no is case-sensitive (A-Za-z0-9_-): MySQL/MariaDB compare strings without case by
+# default, which would make R1 and r1 one key (the second insert fails, a lookup of one
+# finds the other). A binary collation there; SQLite and PostgreSQL compare bytes already.
+OrderNo = String(64).with_variant(
+    mysql.VARCHAR(64, charset="utf8mb4", collation="utf8mb4_bin"), "mysql", "mariadb"
+)
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -71,7 +79,7 @@ orders = Table(
     "orders",
     metadata,
     Column("id", Id, primary_key=True, autoincrement=True),
-    Column("order_no", String(64), nullable=False, unique=True),
+    Column("order_no", OrderNo, nullable=False, unique=True),
     Column("vendor", String(64), nullable=False),
     Column("customer_id", String(64)),
     Column("sku", String(64), nullable=False),
@@ -134,7 +142,7 @@ outbox = Table(
     metadata,
     Column("id", Id, primary_key=True, autoincrement=True),
     Column("order_id", Id, ForeignKey("orders.id", ondelete="CASCADE"), nullable=False),
-    Column("order_no", String(64), nullable=False),
+    Column("order_no", OrderNo, nullable=False),
     Column("event_type", String(32), nullable=False),
     Column("payload", Text, nullable=False),  # the webhook body, JSON
     Column("state", String(16), nullable=False),  # pending | delivered | failed | skipped
@@ -162,7 +170,7 @@ vendor_pauses = Table(
 order_tombstones = Table(
     "order_tombstones",
     metadata,
-    Column("order_no", String(64), primary_key=True),
+    Column("order_no", OrderNo, primary_key=True),
     Column("status", String(16), nullable=False),
     Column("reason", String(32)),
     Column("finished_at", UTCDateTime(), nullable=False),
