@@ -120,8 +120,12 @@ _ERROR_MAX = 300
 DESCRIPTION_MAX = 1000
 
 
-def _vendor_text(text: str) -> str:
-    return text if len(text) <= DESCRIPTION_MAX else text[: DESCRIPTION_MAX - 1] + "…"
+def _vendor_text(text: str, limit: int = DESCRIPTION_MAX) -> str:
+    """A vendor's text as an order keeps it: cut to ``limit``, and without NUL characters
+    (PostgreSQL's text columns refuse them, and a text shows the same without them)."""
+    if "\x00" in text:
+        text = text.replace("\x00", "")
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _exchange_fields(exchange: Exchange) -> dict[str, Any]:
@@ -478,7 +482,9 @@ def after_query(
         if outcome.shipped and order.vendor_status != SHIPPED:
             notify, kind = "order.shipped", "shipped"
         changes["unknown_streak"] = 0
-        changes["vendor_status"] = SHIPPED if outcome.shipped else outcome.vendor_status[:_CODE_MAX]
+        changes["vendor_status"] = (
+            SHIPPED if outcome.shipped else _vendor_text(outcome.vendor_status, _CODE_MAX)
+        )
         if outcome.description:
             changes["description"] = _vendor_text(outcome.description)
         if outcome.logistics:

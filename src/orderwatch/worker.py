@@ -85,6 +85,12 @@ class Samples:
         return ordered[min(len(ordered) - 1, int(q / 100 * len(ordered)))]
 
 
+def _refused_value(exc: BaseException) -> bool:
+    """The database refused a value (PEP 249 ``DataError`` or ``IntegrityError``, from any
+    driver or SQLAlchemy's wrapper of it): the same write fails again, unlike an outage."""
+    return any(c.__name__ in ("DataError", "IntegrityError") for c in type(exc).__mro__)
+
+
 @dataclass
 class WorkerStats:
     claimed: int = 0
@@ -97,6 +103,7 @@ class WorkerStats:
     flushes: int = 0  # write-back round trips
     sent_commits: int = 0  # SENT group commits
     deferred: int = 0  # calls held back because the vendor's circuit breaker was open
+    refused: int = 0  # results the database would not store (dropped, see Worker.flush)
     lateness: Samples = field(default_factory=Samples)  # schedule seconds past next_run_at
 
 
@@ -678,37 +685,87 @@ class Worker:
                 batch, self._pending = self._pending[:batch_size], self._pending[batch_size:]
                 try:
                     applied = await self.store.apply(batch)
+                except Exception as exc:
+                    if not _refused_value(exc):
+                        self._pending[:0] = batch  # fenced by token: safe to apply again
+                        raise
+                    await self._apply_apart(batch, exc)
+                    continue
                 except BaseException:
-                    self._pending[:0] = batch  # fenced by token: safe to apply again
+                    self._pending[:0] = batch
                     raise
-                self.stats.flushes += 1
-                sleep_until = self._sleep_until
-                for w in batch:
-                    oid = w.transition.order.id
-                    nxt = w.transition.order.next_run_at
-                    if nxt is not None:
-                        if self._earliest_written is None or nxt < self._earliest_written:
-                            self._earliest_written = nxt
-                        if sleep_until is not None and nxt < sleep_until:
-                            self._wake.set()
-                    if self._held.get(oid) == w.token:
-                        del self._held[oid]
-                    if oid in applied:
-                        self.stats.applied += 1
-                        if w.transition.order.status.is_final:
-                            self.stats.finished += 1
-                            done = w.transition.order
-                            metrics.order_finished(done.status.value, done.reason)
-                        if self.on_transition is not None:
-                            self.on_transition(w.transition)
-                    else:
-                        self.stats.discarded += 1
-                        log.warning(
-                            "result_discarded",
-                            order_no=w.transition.order.order_no,
-                            vendor=w.transition.order.vendor,
-                            note="lease was taken over or the order changed by an operator",
-                        )
+                self._settle(batch, applied)
+
+    async def _apply_apart(self, batch: list[Write], refusal: Exception) -> None:
+        """The database refused a value in ``batch`` (too long for its column, say): apply
+        it in halves down to the write it refuses, and drop that one, logged. Retrying the
+        batch as it is would fail for good and hold back every result behind it. The
+        dropped order keeps its lease until it expires; it is then claimed and asked again."""
+        if len(batch) == 1:
+            self._refuse(batch[0], refusal)
+            return
+        half = len(batch) // 2
+        parts = [batch[:half], batch[half:]]
+        while parts:
+            part = parts.pop(0)
+            try:
+                applied = await self.store.apply(part)
+            except Exception as exc:
+                if not _refused_value(exc):  # an outage meanwhile: what is left goes back
+                    self._pending[:0] = [w for p in (part, *parts) for w in p]
+                    raise
+                if len(part) == 1:
+                    self._refuse(part[0], exc)
+                else:
+                    half = len(part) // 2
+                    parts[:0] = [part[:half], part[half:]]
+                continue
+            except BaseException:
+                self._pending[:0] = [w for p in (part, *parts) for w in p]
+                raise
+            self._settle(part, applied)
+
+    def _refuse(self, write: Write, exc: Exception) -> None:
+        order = write.transition.order
+        self.stats.refused += 1
+        self._held.pop(order.id, None)  # no longer renewed: the lease runs out
+        log.error(
+            "write_back_refused",
+            order_no=order.order_no,
+            vendor=order.vendor,
+            error=str(exc).splitlines()[0][:300],
+        )
+
+    def _settle(self, batch: list[Write], applied: set[int]) -> None:
+        """Account for a stored batch: leases given up, wake-ups, counters, callbacks."""
+        self.stats.flushes += 1
+        sleep_until = self._sleep_until
+        for w in batch:
+            oid = w.transition.order.id
+            nxt = w.transition.order.next_run_at
+            if nxt is not None:
+                if self._earliest_written is None or nxt < self._earliest_written:
+                    self._earliest_written = nxt
+                if sleep_until is not None and nxt < sleep_until:
+                    self._wake.set()
+            if self._held.get(oid) == w.token:
+                del self._held[oid]
+            if oid in applied:
+                self.stats.applied += 1
+                if w.transition.order.status.is_final:
+                    self.stats.finished += 1
+                    done = w.transition.order
+                    metrics.order_finished(done.status.value, done.reason)
+                if self.on_transition is not None:
+                    self.on_transition(w.transition)
+            else:
+                self.stats.discarded += 1
+                log.warning(
+                    "result_discarded",
+                    order_no=w.transition.order.order_no,
+                    vendor=w.transition.order.vendor,
+                    note="lease was taken over or the order changed by an operator",
+                )
 
     async def _commit_sent(self, write: Write) -> bool:
         """Group commit of SENT marks: every mark waits for the commit that includes it."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -13,10 +14,11 @@ from aiohttp import web
 from tests.support.databases import KINDS, require
 
 from orderwatch.lifecycle import DESCRIPTION_MAX
-from orderwatch.order import NewOrder, Recipient
-from orderwatch.outcomes import Abnormal
+from orderwatch.order import NewOrder, Order, Recipient
+from orderwatch.outcomes import Abnormal, Accepted, Exchange
 from orderwatch.statuses import Reason, Status
 from orderwatch.vendors import signing
+from orderwatch.vendors.reference import ReferenceAdapter
 
 SECRET = "s3cret"  # what tests/integration/conftest.py configures for vendor acme
 
@@ -231,3 +233,39 @@ async def test_long_vendor_texts_are_kept_short_enough_to_store(
     assert r1.description is not None
     assert r1.description.startswith("已签收已签收")
     assert len(r1.description) <= DESCRIPTION_MAX
+
+
+@pytest.mark.parametrize("db_kind", ["postgresql"])
+async def test_a_result_the_database_refuses_does_not_hold_back_the_others(
+    clock: Any, make_simulator: Any, make_service: Any, make_worker: Any, monkeypatch: Any
+) -> None:
+    """A plug-in adapter hands over a value the database cannot store (a NUL in a vendor
+    order id, for PostgreSQL): that one result is dropped and logged, and every other
+    result of the batch is stored. (Retried as it was, the batch failed for good, and
+    with it every result behind it.) The dropped order stays SENT: once its lease runs
+    out it is reconciled by query, never placed again."""
+    sim = await make_simulator(clock)
+    service = await make_service(sim.base_url, clock)
+    nos = [f"R{i}" for i in range(1, 6)]
+    await service.submit([new_order(no) for no in nos], actor="test")
+    place = ReferenceAdapter.place
+
+    async def plugin_place(self: ReferenceAdapter, order: Order) -> Exchange:
+        exchange = await place(self, order)
+        if order.order_no == "R3":
+            exchange = replace(exchange, outcome=Accepted("V\x00R3"))
+        return exchange
+
+    monkeypatch.setattr(ReferenceAdapter, "place", plugin_place)
+    worker = make_worker(service)
+    await asyncio.wait_for(worker.run(burst=True), 20)
+    after = {no: await service.store.get_order(no) for no in nos}
+    assert {no: o.status for no, o in after.items() if o is not None} == {
+        "R1": Status.ORDERED,
+        "R2": Status.ORDERED,
+        "R3": Status.SENT,  # its answer was not stored: reconciled once its lease runs out
+        "R4": Status.ORDERED,
+        "R5": Status.ORDERED,
+    }
+    assert worker.stats.refused == 1
+    assert sim.place_requests["R3"] == 1

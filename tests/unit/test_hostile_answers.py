@@ -154,4 +154,13 @@ def test_a_vendors_long_texts_are_cut_to_what_an_order_keeps() -> None:
     assert t.order.description is not None
     assert len(t.order.description) == DESCRIPTION_MAX
     assert t.order.description.endswith("…")
-    assert t.order.vendor_status == "X" * 32
+    assert t.order.vendor_status == "X" * 31 + "…"
+
+
+def test_nul_characters_in_a_vendors_texts_are_dropped() -> None:
+    """PostgreSQL cannot store NUL in text: kept, it failed the write of the result."""
+    order = make_order(Status.ORDERED)
+    answer = InProgress("IN\x00TRANSIT", "在\x00途", None, False, None)
+    t = after_query(order, Exchange(answer, 0.01, 200, "0000"), Policy(), NOW, random.Random(0))
+    assert t.order.description == "在途"
+    assert t.order.vendor_status == "INTRANSIT"
