@@ -329,7 +329,8 @@ class DatabaseSettings(BaseModel):
             raise ValueError(
                 "not a database URL; expected sqlite:///PATH, postgresql://… or mysql://…"
             ) from None
-        if backend not in ("sqlite", "postgresql", "mysql", "mariadb"):
+        # postgres:// too: store.sql.engine_url takes it (postgresql+psycopg)
+        if backend not in ("sqlite", "postgresql", "postgres", "mysql", "mariadb"):
             raise ValueError(
                 f"unsupported database {backend!r}: use sqlite, postgresql or mysql (MariaDB)"
             )

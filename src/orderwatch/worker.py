@@ -570,6 +570,9 @@ class Worker:
                 self.stats.discarded += 1
                 return
             self.stats.places += 1
+            # the commit (and a breaker probe before it) may have outlasted a reload that
+            # retired ``adapter``: it is closed timeout + margin after that, not after us
+            adapter = self.vendors.get(order.vendor) or adapter
             exchange = await adapter.place(sent.order)
             metrics.vendor_call(order.vendor, "place", exchange.latency, exchange.outcome_name)
             now = self.clock.now()
@@ -579,6 +582,7 @@ class Worker:
             )
         else:
             self.stats.queries += 1
+            adapter = self.vendors.get(order.vendor) or adapter  # (see above)
             exchange = await adapter.query(order)
             metrics.vendor_call(order.vendor, "query", exchange.latency, exchange.outcome_name)
             now = self.clock.now()
@@ -728,7 +732,8 @@ class Worker:
     def _refuse(self, write: Write, exc: Exception) -> None:
         order = write.transition.order
         self.stats.refused += 1
-        self._held.pop(order.id, None)  # no longer renewed: the lease runs out
+        if self._held.get(order.id) == write.token:  # not a newer claim of the same order
+            del self._held[order.id]  # no longer renewed: the lease runs out
         log.error(
             "write_back_refused",
             order_no=order.order_no,

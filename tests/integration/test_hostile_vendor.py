@@ -269,3 +269,28 @@ async def test_a_result_the_database_refuses_does_not_hold_back_the_others(
     }
     assert worker.stats.refused == 1
     assert sim.place_requests["R3"] == 1
+
+
+@pytest.mark.parametrize("db_kind", ["postgresql"])
+async def test_a_nul_in_a_signed_vendor_order_id_does_not_keep_the_order_open_for_ever(
+    db_kind: str, hostile: Any, clock: Any, make_service: Any, make_worker: Any
+) -> None:
+    """Through the reference adapter itself: the vendor repeats the NUL on every answer.
+    Dropped at each write-back, the order was re-queried each lease, past its deadline,
+    and never ended (the DEADLINE_EXCEEDED write carried the same value)."""
+    vendor = await hostile(
+        lambda b: ok(vendor_order_id="V\x00" + b["order_no"], status="ACCEPTED"),
+        lambda b: ok(vendor_order_id="V\x00" + b["order_no"], status="PROCESSING"),
+    )
+    service = await make_service(vendor.base_url, clock, worker={"lease": "1s"})
+    await service.submit([new_order("R1")], actor="test")
+    worker = make_worker(service)
+    await asyncio.wait_for(worker.run(burst=True), 10)
+    clock.advance(8 * 86400)  # past the deadline (and any lease: ManualClock's real time)
+    for _ in range(3):
+        await asyncio.wait_for(worker.run(burst=True), 10)
+        clock.advance(2)
+    r1 = await service.store.get_order("R1")
+    assert r1 is not None
+    assert r1.status.is_final, (r1.status, r1.next_run_at, worker.stats.refused)
+    assert worker.stats.refused == 0

@@ -81,3 +81,18 @@ def test_booleans_still_set_boolean_keys() -> None:
     vendors = {"acme": {**ACME["acme"], "sign_keep_empty": True}}
     settings = load_settings(None, env={}, overrides={"vendors": vendors}).settings
     assert settings.vendors["acme"].sign_keep_empty is True
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgres://postgres@127.0.0.1:5432/test",  # engine_url maps it to postgresql+psycopg
+        "postgresql+psycopg://postgres@127.0.0.1:5432/test",
+        "sqlite+pysqlite:///x.db",
+        "mysql+pymysql://root@127.0.0.1:3306/test",
+        "mariadb://root@127.0.0.1:3306/test",
+    ],
+)
+def test_a_database_url_the_store_takes_is_accepted(url: str) -> None:
+    loaded = load_settings(None, env={"ORDERWATCH_DATABASE__URL": url})
+    assert loaded.settings.database.url == url

@@ -511,6 +511,8 @@ class MappedAdapter(HttpSession):
         if vendor_order_id is not None and len(vendor_order_id) > MAX_VENDOR_ORDER_ID:
             where = r.names["vendor_order_id"]
             raise _WrongType(f"{where} is longer than {MAX_VENDOR_ORDER_ID} characters")
+        if vendor_order_id is not None and "\x00" in vendor_order_id:
+            raise _WrongType(f"{r.names['vendor_order_id']} holds a NUL character")
         if what == "accepted":
             return Interpretation(Accepted(vendor_order_id), code, status, "valid")
         description = (

@@ -52,7 +52,7 @@ MAX_LOGISTICS = 12_000
 
 #: json.loads takes NaN and Infinity; what the order stores must be writable as real JSON
 #: (the API and the webhook body), so logistics holding them is refused.
-_STRICT_JSON = json.JSONEncoder(ensure_ascii=False, allow_nan=False)
+_STRICT_JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
 
 
 def retry_after_seconds(value: str | None, now: datetime) -> float | None:
@@ -152,6 +152,8 @@ def interpret(
         return Abnormal("malformed", "answer has no string field 'code'"), None
     if len(code) > MAX_CODE:
         return Abnormal("malformed", f"field 'code' is longer than {MAX_CODE} characters"), None
+    if "\x00" in code:  # stored as is (vendor_code): PostgreSQL refuses NUL
+        return Abnormal("malformed", "field 'code' holds a NUL character"), None
     if signer is None:
         signer = signing.Signer(sign_type=sign_type, secret=secret)
     if sign_location == "header":
@@ -188,6 +190,8 @@ def interpret(
         vendor_order_id = _opt_str(data, "vendor_order_id")
         if vendor_order_id is not None and len(vendor_order_id) > MAX_VENDOR_ORDER_ID:
             raise TypeError(f"data.vendor_order_id is longer than {MAX_VENDOR_ORDER_ID} characters")
+        if vendor_order_id is not None and "\x00" in vendor_order_id:
+            raise TypeError("data.vendor_order_id holds a NUL character")
         if kind == "place":
             if status != "ACCEPTED":
                 return Abnormal("malformed", f"place answer status {status!r}"), code
