@@ -32,7 +32,7 @@ from .clock import Clock
 from .lifecycle import Place, Transition
 from .log import get_logger
 from .order import Order
-from .outcomes import Exchange
+from .outcomes import Abnormal, Exchange
 from .settings import SettingsHolder, VendorSettings
 from .store.base import Store, Write
 from .vendors import VendorAdapter, VendorRegistry
@@ -89,6 +89,25 @@ def _refused_value(exc: BaseException) -> bool:
     """The database refused a value (PEP 249 ``DataError`` or ``IntegrityError``, from any
     driver or SQLAlchemy's wrapper of it): the same write fails again, unlike an outage."""
     return any(c.__name__ in ("DataError", "IntegrityError") for c in type(exc).__mro__)
+
+
+def _unstorable(
+    step: Callable[..., Transition],
+    asked: Order,
+    exchange: Exchange,
+    *,
+    policy: lifecycle.Policy,
+    now: datetime,
+    rng: random.Random,
+) -> Callable[[str], Transition]:
+    """The fallback of a vendor answer's write-back: the same step with the answer taken
+    as abnormal (its status and timing kept, none of the vendor's values)."""
+
+    def fallback(error: str) -> Transition:
+        bad = Exchange(Abnormal("malformed", error), exchange.latency, exchange.http_status)
+        return step(asked, bad, policy, now, rng)
+
+    return fallback
 
 
 @dataclass
@@ -577,9 +596,7 @@ class Worker:
             metrics.vendor_call(order.vendor, "place", exchange.latency, exchange.outcome_name)
             now = self.clock.now()
             self._count_for_breaker(order.vendor, exchange, now)
-            result = lifecycle.after_place(
-                sent.order, exchange, self.settings.policy(order.vendor), now, self.rng
-            )
+            step, asked = lifecycle.after_place, sent.order
         else:
             self.stats.queries += 1
             adapter = self.vendors.get(order.vendor) or adapter  # (see above)
@@ -587,9 +604,9 @@ class Worker:
             metrics.vendor_call(order.vendor, "query", exchange.latency, exchange.outcome_name)
             now = self.clock.now()
             self._count_for_breaker(order.vendor, exchange, now)
-            result = lifecycle.after_query(
-                order, exchange, self.settings.policy(order.vendor), now, self.rng
-            )
+            step, asked = lifecycle.after_query, order
+        policy = self.settings.policy(order.vendor)
+        result = step(asked, exchange, policy, now, self.rng)
         if self.settings.current.log.level == "debug":  # skip building the fields otherwise
             log.debug(
                 "vendor_exchange",
@@ -600,7 +617,8 @@ class Worker:
                 http_status=exchange.http_status,
                 latency_ms=round(exchange.latency * 1000, 1),
             )
-        self._write(result, token)
+        fallback = _unstorable(step, asked, exchange, policy=policy, now=now, rng=self.rng)
+        self._write(result, token, fallback)
 
     def _count_for_breaker(self, vendor: str, exchange: Exchange, now: datetime) -> None:
         cfg = self.settings.current.vendors.get(vendor)
@@ -654,8 +672,14 @@ class Worker:
 
     # ------------------------------------------------------------------ writing back
 
-    def _write(self, t: Transition, token: str | None) -> None:
-        self._pending.append(Write(t, token, outbox_item(t, self.settings.current.notify.events)))
+    def _write(
+        self,
+        t: Transition,
+        token: str | None,
+        fallback: Callable[[str], Transition] | None = None,
+    ) -> None:
+        outbox = outbox_item(t, self.settings.current.notify.events)
+        self._pending.append(Write(t, token, outbox, fallback=fallback))
         if t.order.status.is_final:
             log.info(
                 "order_finished",
@@ -706,7 +730,7 @@ class Worker:
         batch as it is would fail for good and hold back every result behind it. The
         dropped order keeps its lease until it expires; it is then claimed and asked again."""
         if len(batch) == 1:
-            self._refuse(batch[0], refusal)
+            await self._refuse(batch[0], refusal)
             return
         half = len(batch) // 2
         parts = [batch[:half], batch[half:]]
@@ -719,7 +743,11 @@ class Worker:
                     self._pending[:0] = [w for p in (part, *parts) for w in p]
                     raise
                 if len(part) == 1:
-                    self._refuse(part[0], exc)
+                    try:
+                        await self._refuse(part[0], exc)
+                    except BaseException:
+                        self._pending[:0] = [w for p in parts for w in p]
+                        raise
                 else:
                     half = len(part) // 2
                     parts[:0] = [part[:half], part[half:]]
@@ -729,17 +757,29 @@ class Worker:
                 raise
             self._settle(part, applied)
 
-    def _refuse(self, write: Write, exc: Exception) -> None:
+    async def _refuse(self, write: Write, exc: Exception) -> None:
+        """The database refuses a value in ``write``: store its fallback instead (the answer
+        as abnormal: counted, on the backoff, toward max_polls; a place answer reconciled),
+        or, without one or if that is refused too, drop it and let its lease run out."""
         order = write.transition.order
         self.stats.refused += 1
+        error = str(exc).splitlines()[0].replace("\x00", "")[:200]
+        log.error("write_back_refused", order_no=order.order_no, vendor=order.vendor, error=error)
+        if write.fallback is not None:
+            t = write.fallback(f"answer could not be stored ({error})")
+            outbox = outbox_item(t, self.settings.current.notify.events)
+            instead = Write(t, write.token, outbox, write.release)
+            try:
+                applied = await self.store.apply([instead])
+            except Exception as again:
+                if not _refused_value(again):
+                    self._pending.insert(0, instead)  # an outage: retried as usual
+                    raise
+            else:
+                self._settle([instead], applied)
+                return
         if self._held.get(order.id) == write.token:  # not a newer claim of the same order
             del self._held[order.id]  # no longer renewed: the lease runs out
-        log.error(
-            "write_back_refused",
-            order_no=order.order_no,
-            vendor=order.vendor,
-            error=str(exc).splitlines()[0][:300],
-        )
 
     def _settle(self, batch: list[Write], applied: set[int]) -> None:
         """Account for a stored batch: leases given up, wake-ups, counters, callbacks."""

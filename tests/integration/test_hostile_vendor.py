@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 from aiohttp import web
+from tests.integration.conftest import drive
 from tests.support.databases import KINDS, require
 
 from orderwatch.lifecycle import DESCRIPTION_MAX
@@ -240,10 +241,10 @@ async def test_a_result_the_database_refuses_does_not_hold_back_the_others(
     clock: Any, make_simulator: Any, make_service: Any, make_worker: Any, monkeypatch: Any
 ) -> None:
     """A plug-in adapter hands over a value the database cannot store (a NUL in a vendor
-    order id, for PostgreSQL): that one result is dropped and logged, and every other
-    result of the batch is stored. (Retried as it was, the batch failed for good, and
-    with it every result behind it.) The dropped order stays SENT: once its lease runs
-    out it is reconciled by query, never placed again."""
+    order id, for PostgreSQL). Retried as it was, the batch failed for good, and with it
+    every result behind it. Now every other result of the batch is stored, and that one
+    is stored as an abnormal answer instead (none of its values kept): the order is
+    reconciled by query on the schedule and ends, placed once."""
     sim = await make_simulator(clock)
     service = await make_service(sim.base_url, clock)
     nos = [f"R{i}" for i in range(1, 6)]
@@ -263,11 +264,18 @@ async def test_a_result_the_database_refuses_does_not_hold_back_the_others(
     assert {no: o.status for no, o in after.items() if o is not None} == {
         "R1": Status.ORDERED,
         "R2": Status.ORDERED,
-        "R3": Status.SENT,  # its answer was not stored: reconciled once its lease runs out
+        "R3": Status.SENT,  # its answer could not be stored: reconciled by query
         "R4": Status.ORDERED,
         "R5": Status.ORDERED,
     }
     assert worker.stats.refused == 1
+    detail = await service.get("R3")
+    assert detail.order.abnormal == 1
+    assert detail.order.locked_until is None  # given back, not left to expire
+    assert "answer could not be stored" in json.dumps(detail.events[-1].detail)
+    r3 = (await asyncio.wait_for(drive(service, worker, clock, ["R3"]), 30))["R3"]
+    assert r3.status.is_final
+    assert r3.vendor_order_id is None or "\x00" not in r3.vendor_order_id
     assert sim.place_requests["R3"] == 1
 
 

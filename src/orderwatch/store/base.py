@@ -38,13 +38,16 @@ class Write:
     """A transition to store, fenced by the lease token its writer holds.
 
     ``release`` gives the row back (normal write-back); the SENT mark before place-order
-    keeps the lease because the worker is about to call the vendor.
+    keeps the lease because the worker is about to call the vendor. ``fallback(error)``:
+    what to store instead if the database refuses a value in the transition (the vendor's
+    answer taken as abnormal, none of its values kept); the store itself ignores it.
     """
 
     transition: Transition
     token: str | None
     outbox: OutboxItem | None = None
     release: bool = True
+    fallback: Callable[[str], Transition] | None = None
 
 
 @dataclass(frozen=True, slots=True)
