@@ -57,9 +57,9 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 from tests.support.databases import fresh_database
+from tests.support.orders import new_order
 
 from orderwatch.clock import CompressedClock
-from orderwatch.order import NewOrder, Recipient
 from orderwatch.statuses import Status
 from orderwatch.store.sql import engine_url
 
@@ -901,19 +901,6 @@ async def run_until(
     return order, None
 
 
-def single_order(order_no: str) -> NewOrder:
-    return NewOrder(
-        order_no=order_no,
-        vendor="acme",
-        sku="SKU-1001",
-        quantity=1,
-        points=12000,
-        recipient=Recipient("张三", "13800000000", "上海市浦东新区世纪大道100号"),
-        payment_status="PAID",
-        customer_id="C0001",
-    )
-
-
 @pytest.mark.slow
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("db_kind", KINDS)
@@ -930,7 +917,7 @@ async def test_worker_survives_a_connection_dropped_in_a_claim(
         polling={"initial_delay": "1m", "initial_interval": "1m"},
         worker={"lease": "1s"},
     )
-    await service.submit([single_order("RK000001")])
+    await service.submit([new_order("RK000001")])
     killer = ConnectionKiller(
         service.store, db_kind, service.settings.current.database.url, "SqlStore.claim_due"
     )
@@ -977,7 +964,7 @@ async def test_failed_write_back_does_not_keep_the_order_leased(
         vendor={"timeout": "2s"},
         worker={"lease": "1s"},
     )
-    await service.submit([single_order(a), single_order(b)])
+    await service.submit([new_order(a), new_order(b)])
     a_id = (await service.store.get_order(a)).id
 
     def a_placed(free: dict[str, Any]) -> bool:

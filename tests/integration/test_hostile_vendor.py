@@ -13,9 +13,10 @@ import pytest
 from aiohttp import web
 from tests.integration.conftest import drive
 from tests.support.databases import KINDS, require
+from tests.support.orders import new_order
 
 from orderwatch.lifecycle import DESCRIPTION_MAX
-from orderwatch.order import NewOrder, Order, Recipient
+from orderwatch.order import Order
 from orderwatch.outcomes import Abnormal, Accepted, Exchange
 from orderwatch.statuses import Reason, Status
 from orderwatch.vendors import signing
@@ -93,19 +94,6 @@ async def hostile() -> Any:
     yield factory
     for v in made:
         await v.stop()
-
-
-def new_order(order_no: str) -> NewOrder:
-    return NewOrder(
-        order_no=order_no,
-        vendor="acme",
-        sku="SKU-1001",
-        quantity=1,
-        points=12000,
-        recipient=Recipient("张三", "13800000000", "上海市浦东新区世纪大道100号"),
-        payment_status="PAID",
-        customer_id="C0001",
-    )
 
 
 async def test_a_signed_answer_about_another_order_does_not_end_this_one(

@@ -23,12 +23,13 @@ from typing import Any
 import aiohttp
 import pytest
 from tests.support.databases import KINDS
+from tests.support.orders import new_order
 
 from orderwatch import lifecycle
 from orderwatch.clock import CompressedClock, ManualClock
 from orderwatch.demo import make_orders, run_demo, simulator_config
 from orderwatch.errors import Conflict
-from orderwatch.order import NewOrder, Order, Recipient
+from orderwatch.order import Order
 from orderwatch.service import OrderDetail, Service
 from orderwatch.simulator import Simulator
 from orderwatch.statuses import Reason, Status
@@ -51,21 +52,6 @@ MakeSimulator = Callable[..., Awaitable[Simulator]]
 MakeService = Callable[..., Awaitable[Service]]
 MakeWorker = Callable[..., Worker]
 Drive = Callable[..., Awaitable[dict[str, Order]]]
-
-
-def new_order(order_no: str, **changes: Any) -> NewOrder:
-    """A valid paid order for vendor ``acme``; ``changes`` replace any field."""
-    base = NewOrder(
-        order_no=order_no,
-        vendor="acme",
-        sku="SKU-1001",
-        quantity=1,
-        points=12000,
-        recipient=Recipient("张三", "13800000000", "上海市浦东新区世纪大道100号"),
-        payment_status="PAID",
-        customer_id="C0001",
-    )
-    return replace(base, **changes)
 
 
 @dataclass

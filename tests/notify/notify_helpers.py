@@ -22,11 +22,12 @@ from typing import Any
 import sqlalchemy as sa
 from aiohttp import web
 from standardwebhooks import Webhook, WebhookVerificationError
+from tests.support.orders import new_order
 
 from orderwatch.clock import ManualClock
 from orderwatch.lifecycle import Event, Transition
 from orderwatch.notify import Deliverer
-from orderwatch.order import NewOrder, Order, Recipient
+from orderwatch.order import Order
 from orderwatch.statuses import Reason, Status
 from orderwatch.store.base import OutboxItem, OutboxRow, Write
 from orderwatch.store.schema import outbox
@@ -44,19 +45,6 @@ SECRET = new_secret()
 
 
 # ---------------------------------------------------------------- writing notifications
-
-
-def _new_order(no: str) -> NewOrder:
-    return NewOrder(
-        order_no=no,
-        vendor="acme",
-        sku="SKU-1001",
-        quantity=1,
-        points=12000,
-        recipient=Recipient("张三", "13800000000", "上海市浦东新区世纪大道100号"),
-        payment_status="PAID",
-        customer_id="C0001",
-    )
 
 
 def _step(order: Order, kind: str, at: datetime) -> Transition:
@@ -93,7 +81,7 @@ async def notify_orders(
     at: datetime = START,
 ) -> None:
     """Each order gets the notifications ``kinds``, in that order, one transition each."""
-    await store.insert_orders([_new_order(n) for n in numbers], now=at)
+    await store.insert_orders([new_order(n) for n in numbers], now=at)
     for i, kind in enumerate(kinds):
         when = at + timedelta(seconds=i)
         claimed = await store.claim_due(

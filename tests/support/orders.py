@@ -1,4 +1,5 @@
-"""An order as the store hands it to the engine, for tests that need one without a store."""
+"""Orders for tests: a new one as intake takes it, and one as the store hands it to the
+engine (for tests that need one without a store)."""
 
 from __future__ import annotations
 
@@ -6,10 +7,25 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
-from orderwatch.order import Order, Recipient
+from orderwatch.order import NewOrder, Order, Recipient
 from orderwatch.statuses import Status
 
 T0 = datetime(2026, 11, 26, 1, 0, tzinfo=UTC)
+
+
+def new_order(order_no: str, **changes: Any) -> NewOrder:
+    """A valid paid order for vendor ``acme``; ``changes`` replace any field."""
+    base = NewOrder(
+        order_no=order_no,
+        vendor="acme",
+        sku="SKU-1001",
+        quantity=1,
+        points=12000,
+        recipient=Recipient("张三", "13800000000", "上海市浦东新区世纪大道100号"),
+        payment_status="PAID",
+        customer_id="C0001",
+    )
+    return replace(base, **changes)
 
 
 def make_order(status: Status = Status.PENDING, **changes: Any) -> Order:
