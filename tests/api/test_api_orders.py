@@ -409,6 +409,10 @@ async def test_cursor_with_other_filters_is_refused(api: Api) -> None:
         ("?cursor=not-a-cursor", "cursor"),
         ("?cursor=" + "A" * 300, "cursor"),
         ("?stauts=FAILED", "stauts"),  # a typo must not list every order
+        ("?vendor=", "vendor"),  # an empty filter must not list every order either
+        ("?customer_id=", "customer_id"),
+        ("?status=PENDING&status=FAILED", "status"),  # only one of them could apply
+        ("?vendor=acme&vendor=globex", "vendor"),
     ],
 )
 async def test_bad_list_parameters_are_422(api: Api, query: str, field: str) -> None:

@@ -9,6 +9,7 @@ import pytest
 
 from orderwatch.errors import ConfigError
 from orderwatch.settings import load_settings
+from orderwatch.store.sql import engine_url
 
 ACME = {"acme": {"base_url": "http://acme.test", "merchant_id": "M1", "secret": "s"}}
 
@@ -91,8 +92,11 @@ def test_booleans_still_set_boolean_keys() -> None:
         "sqlite+pysqlite:///x.db",
         "mysql+pymysql://root@127.0.0.1:3306/test",
         "mariadb://root@127.0.0.1:3306/test",
+        "mariadb+pymysql://root@127.0.0.1:3306/test",
     ],
 )
 def test_a_database_url_the_store_takes_is_accepted(url: str) -> None:
     loaded = load_settings(None, env={"ORDERWATCH_DATABASE__URL": url})
     assert loaded.settings.database.url == url
+    # ...and the store speaks one of its three dialects to it (its SQL is chosen by them)
+    assert engine_url(url).get_backend_name() in {"sqlite", "postgresql", "mysql"}

@@ -629,6 +629,16 @@ async def _known_query_only(request: Request) -> None:
             "unknown query parameter: " + ", ".join(unknown),
             errors=[FieldError(name, "unknown query parameter") for name in unknown],
         )
+    # Each parameter is one value: given twice, only the last would apply, silently.
+    names = [name for name, _ in request.query_params.multi_items()]
+    if len(names) != len(set(names)):
+        repeated = sorted({name for name in names if names.count(name) > 1})
+        raise Problem(
+            422,
+            "validation",
+            "query parameter given more than once: " + ", ".join(repeated),
+            errors=[FieldError(name, "given more than once") for name in repeated],
+        )
 
 
 router = APIRouter(dependencies=[Depends(_known_query_only)])
@@ -857,8 +867,8 @@ async def list_orders(
     *,
     status: Status | None = None,
     reason: Reason | None = None,
-    vendor: Annotated[str | None, Query(max_length=64)] = None,
-    customer_id: Annotated[str | None, Query(max_length=64)] = None,
+    vendor: Annotated[str | None, Query(min_length=1, max_length=64)] = None,
+    customer_id: Annotated[str | None, Query(min_length=1, max_length=64)] = None,
     created_after: Annotated[Rfc3339 | None, Query(description="RFC 3339; inclusive.")] = None,
     created_before: Annotated[Rfc3339 | None, Query(description="RFC 3339; exclusive.")] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,

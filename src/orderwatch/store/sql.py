@@ -74,6 +74,8 @@ def engine_url(url: str) -> sa.URL:
     """``sqlite:///x.db`` → the driver orderwatch uses for that database."""
     parsed = make_url(url)
     driver = _DRIVERS.get(parsed.drivername)
+    if driver is None and parsed.get_backend_name() == "mariadb":
+        driver = "mysql+pymysql"  # mariadb+DRIVER: the hot SQL speaks the mysql dialect
     return parsed.set(drivername=driver) if driver else parsed
 
 

@@ -21,7 +21,7 @@ _COLUMNS = (("orders", "NOT NULL"), ("outbox", "NOT NULL"), ("order_tombstones",
 
 
 def upgrade() -> None:
-    if op.get_bind().dialect.name != "mysql":
+    if op.get_bind().dialect.name not in ("mysql", "mariadb"):
         return
     for table, null in _COLUMNS:
         op.execute(
@@ -31,7 +31,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    if op.get_bind().dialect.name != "mysql":
+    if op.get_bind().dialect.name not in ("mysql", "mariadb"):
         return
     for table, null in _COLUMNS:
         op.execute(f"ALTER TABLE {table} MODIFY order_no VARCHAR(64) {null}")
