@@ -72,7 +72,10 @@ def _strip(value: object) -> object:
     return value.strip() if isinstance(value, str) else value
 
 
-_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+#: C0 controls but tab, LF and CR, and DEL (a regex character range; the API's OpenAPI
+#: patterns are built from it too).
+CONTROL_CHARACTERS = r"\x00-\x08\x0b\x0c\x0e-\x1f\x7f"
+_CONTROL = re.compile(f"[{CONTROL_CHARACTERS}]")
 _CONTROL_MESSAGE = "must not contain control characters such as NUL (tabs and line breaks are fine)"
 
 

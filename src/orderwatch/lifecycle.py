@@ -29,6 +29,7 @@ from . import backoff
 from .errors import Conflict
 from .order import Order, evolve
 from .outcomes import (
+    MAX_CODE,
     Abnormal,
     Accepted,
     Delivered,
@@ -110,8 +111,6 @@ RECONCILE = Query(reconcile=True)
 Action = Place | Query | Transition
 
 
-#: order_events.vendor_code is VARCHAR(32): a longer code must not fail the write.
-_CODE_MAX = 32
 #: How much of an abnormal answer's explanation the timeline keeps.
 _ERROR_MAX = 300
 #: How much of a vendor's own text (description, refusal message) an order keeps: enough
@@ -133,7 +132,7 @@ def _exchange_fields(exchange: Exchange) -> dict[str, Any]:
     return {
         "outcome": exchange.outcome_name,
         "http_status": exchange.http_status,
-        "vendor_code": code[:_CODE_MAX] if code is not None else None,
+        "vendor_code": code[:MAX_CODE] if code is not None else None,
         "latency_ms": round(exchange.latency * 1000, 3),
     }
 
@@ -357,7 +356,7 @@ def after_place(
             now=now,
             kind="place_rejected",
             exchange=exchange,
-            vendor_status=outcome.code[:_CODE_MAX],  # the refusal code: may retry place?
+            vendor_status=outcome.code[:MAX_CODE],  # the refusal code: may retry place?
         )
 
     # No valid answer: the vendor may or may not have the order.
@@ -483,7 +482,7 @@ def after_query(
             notify, kind = "order.shipped", "shipped"
         changes["unknown_streak"] = 0
         changes["vendor_status"] = (
-            SHIPPED if outcome.shipped else _vendor_text(outcome.vendor_status, _CODE_MAX)
+            SHIPPED if outcome.shipped else _vendor_text(outcome.vendor_status, MAX_CODE)
         )
         if outcome.description:
             changes["description"] = _vendor_text(outcome.description)

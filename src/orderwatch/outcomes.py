@@ -10,6 +10,21 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+#: What the database keeps of an answer's identifiers (orders.vendor_order_id is
+#: VARCHAR(128); order_events.vendor_code and orders.vendor_status VARCHAR(32)): a longer
+#: value would fail the write of every result in the worker's batch.
+MAX_VENDOR_ORDER_ID = 128
+MAX_CODE = 32
+
+
+def vendor_order_id_problem(value: str) -> str | None:
+    """Why an adapter must not pass ``value`` on as a vendor order id (None: it may)."""
+    if len(value) > MAX_VENDOR_ORDER_ID:
+        return f"is longer than {MAX_VENDOR_ORDER_ID} characters"
+    if "\x00" in value:  # PostgreSQL's text columns refuse NUL
+        return "holds a NUL character"
+    return None
+
 
 @dataclass(frozen=True, slots=True)
 class Accepted:

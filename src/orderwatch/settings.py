@@ -320,17 +320,17 @@ class DatabaseSettings(BaseModel):
     @field_validator("url")
     @classmethod
     def _database_url(cls, v: str) -> str:
-        from sqlalchemy.engine import make_url
         from sqlalchemy.exc import ArgumentError
 
+        from .store.sql import engine_url
+
         try:
-            backend = make_url(v).get_backend_name()
+            backend = engine_url(v).get_backend_name()  # the dialect the store will speak
         except ArgumentError:
             raise ValueError(
                 "not a database URL; expected sqlite:///PATH, postgresql://… or mysql://…"
             ) from None
-        # postgres:// too: store.sql.engine_url takes it (postgresql+psycopg)
-        if backend not in ("sqlite", "postgresql", "postgres", "mysql", "mariadb"):
+        if backend not in ("sqlite", "postgresql", "mysql"):
             raise ValueError(
                 f"unsupported database {backend!r}: use sqlite, postgresql or mysql (MariaDB)"
             )

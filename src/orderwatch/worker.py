@@ -545,6 +545,8 @@ class Worker:
             why = "the vendor's circuit breaker is open (calls to it keep failing)"
             self._write(lifecycle.defer(order, now, until=until, why=why), token)
             return
+        # the wait for a probe may have outlasted a reload that retired ``adapter``
+        adapter = self.vendors.get(order.vendor) or adapter
         try:
             await self._call(order, action, adapter, token, now=now, policy=policy)
         finally:
@@ -589,8 +591,8 @@ class Worker:
                 self.stats.discarded += 1
                 return
             self.stats.places += 1
-            # the commit (and a breaker probe before it) may have outlasted a reload that
-            # retired ``adapter``: it is closed timeout + margin after that, not after us
+            # the commit may have outlasted a reload that retired ``adapter``: it is closed
+            # its timeout + a margin after that, not after this call
             adapter = self.vendors.get(order.vendor) or adapter
             exchange = await adapter.place(sent.order)
             metrics.vendor_call(order.vendor, "place", exchange.latency, exchange.outcome_name)
@@ -599,7 +601,6 @@ class Worker:
             step, asked = lifecycle.after_place, sent.order
         else:
             self.stats.queries += 1
-            adapter = self.vendors.get(order.vendor) or adapter  # (see above)
             exchange = await adapter.query(order)
             metrics.vendor_call(order.vendor, "query", exchange.latency, exchange.outcome_name)
             now = self.clock.now()
@@ -726,9 +727,8 @@ class Worker:
 
     async def _apply_apart(self, batch: list[Write], refusal: Exception) -> None:
         """The database refused a value in ``batch`` (too long for its column, say): apply
-        it in halves down to the write it refuses, and drop that one, logged. Retrying the
-        batch as it is would fail for good and hold back every result behind it. The
-        dropped order keeps its lease until it expires; it is then claimed and asked again."""
+        it in halves down to the write it refuses, which :meth:`_refuse` handles. Retrying
+        the batch as it is would fail for good and hold back every result behind it."""
         if len(batch) == 1:
             await self._refuse(batch[0], refusal)
             return

@@ -8,21 +8,22 @@ and resume by themselves when the vendor is back.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime, timedelta
 from types import SimpleNamespace
 from typing import Any
 
-from tests.integration.test_pipeline import new_order
+from tests.support.orders import new_order
 
 from orderwatch.clock import ManualClock
 from orderwatch.outcomes import Abnormal, Exchange
 from orderwatch.service import Service
 from orderwatch.simulator import Simulator
 from orderwatch.statuses import Status
-from orderwatch.worker import Worker
+from orderwatch.worker import Worker, WorkerStats
 
 MakeSimulator = Callable[..., Awaitable[Simulator]]
 MakeService = Callable[..., Awaitable[Service]]
@@ -107,6 +108,17 @@ async def test_vendor_down_an_hour_fails_nothing_and_calls_resume(
     assert sim.stats()["queries"] > queries_before
     assert sim.stats()["max_place_requests"] == 1
     assert await service.store.open_circuits(now=clock.now()) == {}
+
+
+@contextlib.asynccontextmanager
+async def running(worker: Worker) -> AsyncIterator[asyncio.Task[WorkerStats]]:
+    """``worker.run()`` in the background for the block; stopped and awaited after it."""
+    run = asyncio.create_task(worker.run())
+    try:
+        yield run
+    finally:
+        worker.stop()
+        await run
 
 
 async def until_placed(
@@ -229,17 +241,13 @@ async def test_a_slow_vendors_backlog_does_not_hold_up_other_vendors(
         orders=40,
     )
     worker = make_worker(service)
-    run = asyncio.create_task(worker.run())
-    try:
+    async with running(worker):
         started = time.perf_counter()
         await until_placed(
             fast_sim, 40, started=started, within=4.0, why=" (the slow vendor's held them up)"
         )
         # the slow vendor's backlog is still draining: it was there all along
         assert slow_sim.stats()["place_requests"] < 40
-    finally:
-        worker.stop()
-        await run
     assert fast_sim.stats()["max_place_requests"] == 1
     assert slow_sim.stats()["max_place_requests"] == 1
 
@@ -267,8 +275,7 @@ async def test_orders_waiting_for_a_half_open_probe_hold_no_lane(
     timeout = Exchange(Abnormal("timeout", "no answer"))
     worker.breakers.record("acme", timeout, clock.now(), failures=1, open_for=timedelta(0))
     assert worker.breakers.half_open("acme", clock.now())
-    run = asyncio.create_task(worker.run())
-    try:
+    async with running(worker):
         started = time.perf_counter()
         await until_placed(
             fast_sim,
@@ -281,9 +288,6 @@ async def test_orders_waiting_for_a_half_open_probe_hold_no_lane(
         # the probe succeeds at ~1 s and closes the breaker; the other 19 go out 8 at a
         # time (~3 more seconds), not one by one (~19)
         await until_placed(slow_sim, 20, started=started, within=6.0, why=" (probe included)")
-    finally:
-        worker.stop()
-        await run
     assert not worker.breakers.tripped("acme")
     assert slow_sim.stats()["max_place_requests"] == 1
     assert fast_sim.stats()["max_place_requests"] == 1
@@ -320,17 +324,13 @@ async def test_concurrency_raised_by_a_reload_reaches_the_waiting_orders(
     )
     await service.submit([new_order(f"CR{i:02d}") for i in range(40)], actor="test")
     worker = make_worker(service)
-    run = asyncio.create_task(worker.run())
-    try:
+    async with running(worker) as run:
         while sim.stats()["place_requests"] < 2:  # the backlog has formed
             assert not run.done()
             await asyncio.sleep(0.02)
         reload_acme(service, concurrency=8)
         started = time.perf_counter()
         await until_placed(sim, 40, started=started, within=4.0, why=" after the reload")
-    finally:
-        worker.stop()
-        await run
     assert sim.stats()["max_place_requests"] == 1
 
 
@@ -381,13 +381,9 @@ async def test_a_breaker_turned_off_by_a_reload_while_open_lets_calls_through(
     )
     assert worker.breakers.half_open("acme", clock.now())
     reload_acme(service, circuit_breaker={"failures": 0})
-    run = asyncio.create_task(worker.run())
-    try:
+    async with running(worker):
         started = time.perf_counter()
         await until_placed(sim, 16, started=started, within=2.5)
-    finally:
-        worker.stop()
-        await run
     assert not worker.breakers.tripped("acme")
     assert "acme" not in await service.store.open_circuits(now=clock.now())
     assert sim.stats()["max_place_requests"] == 1
@@ -413,8 +409,7 @@ async def test_a_rate_limit_turned_off_and_on_again_strands_no_waiting_order(
     )
     await service.submit([new_order(f"SQ{i:02d}") for i in range(12)], actor="test")
     worker = make_worker(service)
-    run = asyncio.create_task(worker.run())
-    try:
+    async with running(worker):
         started = time.perf_counter()
         # (white box: the one loop step in which a released order holds the vendor's slot)
         while not ("acme" in worker._rate_passes and worker._starting.get("acme")):
@@ -424,9 +419,6 @@ async def test_a_rate_limit_turned_off_and_on_again_strands_no_waiting_order(
         await asyncio.sleep(0.3)
         reload_acme(service, rate_limit=5.0)
         await until_placed(sim, 12, started=started, within=15.0, why=": orders stranded")
-    finally:
-        worker.stop()
-        await run
     assert sim.stats()["max_place_requests"] == 1
 
 

@@ -34,7 +34,7 @@ from starlette.responses import HTMLResponse, Response
 
 from .. import __version__
 from ..errors import Conflict, FieldError, OrderNotFound, OrderwatchError, ValidationFailed
-from ..intake import OrderIn
+from ..intake import CONTROL_CHARACTERS, OrderIn
 from ..lifecycle import ActionRefused
 from ..log import get_logger
 from ..order import NewOrder
@@ -176,9 +176,9 @@ def _component_schemas(vendors: list[str]) -> dict[str, Any]:
     return out
 
 
-# Strings are trimmed, so one of only spaces counts as empty; C0 controls but tab, LF and
-# CR are refused (intake._CONTROL: PostgreSQL cannot store NUL).
-_PRINTABLE = r"[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f]"
+# Strings are trimmed, so one of only spaces counts as empty; control characters are
+# refused (intake: PostgreSQL cannot store NUL).
+_PRINTABLE = f"[^{CONTROL_CHARACTERS}]"
 _TEXT = rf"^(?=[\s\S]*\S){_PRINTABLE}*$"
 
 
@@ -363,17 +363,9 @@ def decode_cursor(cursor: str, flt: OrderFilter) -> int:
         before = data["b"]
         key = data["f"]
     except (ValueError, binascii.Error, KeyError, TypeError, UnicodeDecodeError):
-        raise Problem(
-            422,
-            "validation",
-            "cursor is not one this API handed out",
-            errors=[FieldError("cursor", "not a cursor from next_cursor")],
-        ) from None
-    if (
-        not isinstance(before, int)
-        or isinstance(before, bool)
-        or not 1 <= before < 2**63  # an order id; past that no database can compare it
-    ):
+        before = None
+    # an order id; past 2**63 no database can compare it
+    if not isinstance(before, int) or isinstance(before, bool) or not 1 <= before < 2**63:
         raise Problem(
             422,
             "validation",

@@ -37,6 +37,7 @@ from ..outcomes import (
     Rejected,
     UnknownOrder,
     VendorFailed,
+    vendor_order_id_problem,
 )
 from ..settings import VendorSettings
 from ..statuses import Status
@@ -46,7 +47,7 @@ from .http import HttpSession
 from .reference import (
     MAX_BODY,
     MAX_LOGISTICS,
-    MAX_VENDOR_ORDER_ID,
+    STORED_JSON,
     _read_limited,
     _snippet,
     retry_after_seconds,
@@ -57,7 +58,6 @@ __all__ = ["CheckReport", "Interpretation", "MappedAdapter", "probe_order"]
 Kind = Literal["place", "query"]
 Path = tuple[str, ...]
 _MISSING: Any = object()
-_JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))  # sizes what is stored
 
 
 class _WrongType(Exception):
@@ -508,11 +508,9 @@ class MappedAdapter(HttpSession):
             if r.vendor_order_id
             else None
         )
-        if vendor_order_id is not None and len(vendor_order_id) > MAX_VENDOR_ORDER_ID:
-            where = r.names["vendor_order_id"]
-            raise _WrongType(f"{where} is longer than {MAX_VENDOR_ORDER_ID} characters")
-        if vendor_order_id is not None and "\x00" in vendor_order_id:
-            raise _WrongType(f"{r.names['vendor_order_id']} holds a NUL character")
+        problem = vendor_order_id and vendor_order_id_problem(vendor_order_id)
+        if problem:
+            raise _WrongType(f"{r.names['vendor_order_id']} {problem}")
         if what == "accepted":
             return Interpretation(Accepted(vendor_order_id), code, status, "valid")
         description = (
@@ -558,7 +556,7 @@ class MappedAdapter(HttpSession):
                     )
                     events.append({"at": at, "text": text})
                 found["events"] = events
-        if found and len(_JSON.encode(found)) > MAX_LOGISTICS:
+        if found and len(STORED_JSON.encode(found)) > MAX_LOGISTICS:
             raise _WrongType(f"logistics larger than {MAX_LOGISTICS} characters of JSON")
         return found or None
 

@@ -22,6 +22,7 @@ import aiohttp
 from ..clock import Clock
 from ..order import Order
 from ..outcomes import (
+    MAX_CODE,
     Abnormal,
     Accepted,
     Delivered,
@@ -31,6 +32,7 @@ from ..outcomes import (
     Rejected,
     UnknownOrder,
     VendorFailed,
+    vendor_order_id_problem,
 )
 from ..settings import VendorSettings
 from . import signing
@@ -42,17 +44,13 @@ _JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 MAX_BODY = 1 << 20  # a vendor answer larger than 1 MiB is not an answer
 _SNIPPET = 80
 MAX_RETRY_AFTER = 366 * 86400  # longer is absurd: ignored, seconds and dates alike
-#: What the schema can hold (orders.vendor_order_id, order_events.vendor_code): a longer
-#: value would fail the write of every order in the worker's batch.
-MAX_VENDOR_ORDER_ID = 128
-MAX_CODE = 32
 #: The largest logistics object kept (characters of JSON): a real one is a few kB, and
 #: with the description it must fit a TEXT column (MariaDB: 64 KiB) at 4 bytes a character.
 MAX_LOGISTICS = 12_000
 
-#: json.loads takes NaN and Infinity; what the order stores must be writable as real JSON
-#: (the API and the webhook body), so logistics holding them is refused.
-_STRICT_JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+#: Logistics as stored. json.loads takes NaN and Infinity; what the order stores must be
+#: writable as real JSON (the API and the webhook body), so logistics holding them is refused.
+STORED_JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
 
 
 def retry_after_seconds(value: str | None, now: datetime) -> float | None:
@@ -108,7 +106,7 @@ def _logistics(data: Mapping[str, Any]) -> dict[str, Any] | None:
     ):
         raise TypeError("data.logistics.events must be a list of objects")
     try:
-        size = len(_STRICT_JSON.encode(value))
+        size = len(STORED_JSON.encode(value))
     except ValueError:
         raise TypeError("data.logistics holds NaN or Infinity, which is not JSON") from None
     if size > MAX_LOGISTICS:
@@ -188,10 +186,9 @@ def interpret(
         return Abnormal("malformed", f"{detail} ({order_no})"), code
     try:
         vendor_order_id = _opt_str(data, "vendor_order_id")
-        if vendor_order_id is not None and len(vendor_order_id) > MAX_VENDOR_ORDER_ID:
-            raise TypeError(f"data.vendor_order_id is longer than {MAX_VENDOR_ORDER_ID} characters")
-        if vendor_order_id is not None and "\x00" in vendor_order_id:
-            raise TypeError("data.vendor_order_id holds a NUL character")
+        problem = vendor_order_id and vendor_order_id_problem(vendor_order_id)
+        if problem:
+            raise TypeError(f"data.vendor_order_id {problem}")
         if kind == "place":
             if status != "ACCEPTED":
                 return Abnormal("malformed", f"place answer status {status!r}"), code
@@ -352,9 +349,8 @@ async def _read_limited(resp: aiohttp.ClientResponse) -> tuple[bytes, bool]:
 
 __all__ = [
     "MAX_BODY",
-    "MAX_CODE",
     "MAX_LOGISTICS",
-    "MAX_VENDOR_ORDER_ID",
+    "STORED_JSON",
     "ReferenceAdapter",
     "interpret",
     "retry_after_seconds",
