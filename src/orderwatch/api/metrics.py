@@ -13,12 +13,18 @@ API process reports the same numbers however many workers there are.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from bisect import bisect_left
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector
 
 __all__ = [
     "REGISTRY",
@@ -37,29 +43,98 @@ REGISTRY = CollectorRegistry(auto_describe=True)
 _CALL_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 _LATENESS_BUCKETS = (0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 3600.0)
 
-VENDOR_CALL_SECONDS = Histogram(
-    "orderwatch_vendor_call_seconds",
-    "Latency of vendor calls (real seconds), by vendor and kind (place, query).",
-    ["vendor", "kind"],
-    buckets=_CALL_BUCKETS,
-    registry=REGISTRY,
-)
-VENDOR_CALLS = Counter(
-    "orderwatch_vendor_calls",
-    "Vendor calls by vendor, kind and outcome (accepted, rejected, delivered, abnormal, ...).",
-    ["vendor", "kind", "outcome"],
-    registry=REGISTRY,
-)
+
+class _Histogram:
+    """A histogram kept as plain numbers per label set, rendered when scraped.
+
+    The worker records two observations and a count per vendor call; prometheus_client's
+    own metrics take a lock per bucket, sum and count and walk the buckets in Python, which
+    cost several times the arithmetic at thousands of calls a second. Only one thread
+    records (the worker's event loop); a scrape from another thread reads a copy.
+    """
+
+    def __init__(self, name: str, doc: str, labels: Sequence[str], bounds: Sequence[float]):
+        self.name, self.doc, self.labels = name, doc, list(labels)
+        self._bounds = tuple(bounds)
+        # as prometheus_client spells them (repr of the float; these bounds are all small)
+        self._les = [*(repr(float(b)) for b in bounds), "+Inf"]
+        # per label values: a count per bucket (the last is +Inf), then the sum
+        self._series: dict[tuple[str, ...], list[float]] = {}
+        if not self.labels:  # shown from the start, as prometheus_client shows one
+            self._series[()] = [0] * (len(self._bounds) + 2)
+
+    def observe(self, labels: tuple[str, ...], value: float) -> None:
+        series = self._series.get(labels)
+        if series is None:
+            series = self._series[labels] = [0] * (len(self._bounds) + 2)
+        series[bisect_left(self._bounds, value)] += 1  # le: value <= bound
+        series[-1] += value
+
+    def family(self) -> HistogramMetricFamily:
+        family = HistogramMetricFamily(self.name, self.doc, labels=self.labels)
+        for labels, series in list(self._series.items()):
+            counts = list(series)  # one copy: every bucket and the sum from the same moment
+            buckets, seen = [], 0.0
+            for le, n in zip(self._les, counts[:-1], strict=True):
+                seen += n
+                buckets.append((le, seen))
+            family.add_metric(list(labels), buckets, sum_value=counts[-1])
+        return family
+
+
+class _Counter:
+    """A counter per label set as a plain dict (see :class:`_Histogram` for why)."""
+
+    def __init__(self, name: str, doc: str, labels: Sequence[str]) -> None:
+        self.name, self.doc, self.labels = name, doc, list(labels)
+        self._values: dict[tuple[str, ...], int] = {}
+
+    def inc(self, labels: tuple[str, ...]) -> None:
+        self._values[labels] = self._values.get(labels, 0) + 1
+
+    def family(self) -> CounterMetricFamily:
+        family = CounterMetricFamily(self.name, self.doc, labels=self.labels)
+        for labels, value in list(self._values.items()):
+            family.add_metric(list(labels), value)
+        return family
+
+
+class _VendorCalls(Collector):
+    """What the worker records once per vendor call: latency, outcome, lateness."""
+
+    def __init__(self) -> None:
+        self.seconds = _Histogram(
+            "orderwatch_vendor_call_seconds",
+            "Latency of vendor calls (real seconds), by vendor and kind (place, query).",
+            ["vendor", "kind"],
+            _CALL_BUCKETS,
+        )
+        self.calls = _Counter(
+            "orderwatch_vendor_calls",
+            "Vendor calls by vendor, kind and outcome"
+            " (accepted, rejected, delivered, abnormal, ...).",
+            ["vendor", "kind", "outcome"],
+        )
+        self.lateness = _Histogram(
+            "orderwatch_lateness_seconds",
+            "Real seconds between an order falling due (next_run_at) and a worker acting on it.",
+            [],
+            _LATENESS_BUCKETS,
+        )
+
+    def collect(self) -> Iterable[Metric]:
+        yield self.seconds.family()
+        yield self.calls.family()
+        yield self.lateness.family()
+
+
+_CALLS = _VendorCalls()
+REGISTRY.register(_CALLS)
+
 ORDER_OUTCOMES = Counter(
     "orderwatch_order_outcomes",
     "Orders this process ended, by final status and reason ('' for none).",
     ["status", "reason"],
-    registry=REGISTRY,
-)
-LATENESS_SECONDS = Histogram(
-    "orderwatch_lateness_seconds",
-    "Real seconds between an order falling due (next_run_at) and a worker acting on it.",
-    buckets=_LATENESS_BUCKETS,
     registry=REGISTRY,
 )
 
@@ -72,21 +147,10 @@ CIRCUIT_OPENINGS = Counter(
 )
 
 
-_CHILDREN: dict[tuple[str, ...], Any] = {}  # labels() is the costly part: look each up once
-
-
-def _child(metric: Any, *labels: str) -> Any:
-    key = (metric._name, *labels)
-    child = _CHILDREN.get(key)
-    if child is None:
-        child = _CHILDREN[key] = metric.labels(*labels)
-    return child
-
-
 def vendor_call(vendor: str, kind: str, seconds: float, outcome: str) -> None:
     """One place-order or result query, as the worker saw it (once per vendor call)."""
-    _child(VENDOR_CALL_SECONDS, vendor, kind).observe(max(0.0, seconds))
-    _child(VENDOR_CALLS, vendor, kind, outcome).inc()
+    _CALLS.seconds.observe((vendor, kind), max(0.0, seconds))
+    _CALLS.calls.inc((vendor, kind, outcome))
 
 
 def order_finished(status: str, reason: str | None) -> None:
@@ -102,7 +166,7 @@ def circuit_changed(vendor: str, *, opened: bool) -> None:
 
 def lateness(real_seconds: float) -> None:
     """How late a due order was picked up, in real seconds (negative counts as 0)."""
-    LATENESS_SECONDS.observe(max(0.0, real_seconds))
+    _CALLS.lateness.observe((), max(0.0, real_seconds))
 
 
 # ---------------------------------------------------------------- per app
