@@ -631,7 +631,16 @@ def config_show(config: ConfigOpt = None) -> None:
 @config_app.command("check")
 def config_check(file: Annotated[Path, typer.Argument(help="orderwatch.toml to check.")]) -> None:
     """Validate a config file without starting anything (the config center is not read)."""
-    _load(file, remote=False)
+    loaded = _load(file, remote=False)
+    from .notify import build_channel
+
+    try:  # the notification channel as `serve` builds it (URL scheme, secret), not started
+        build_channel(loaded.settings.notify)
+    except ConfigError as exc:
+        err.print(f"[red]configuration error[/red] ({file}):")
+        for problem in exc.problems:
+            err.print(f"  {problem}", markup=False, highlight=False)
+        raise Exit(2) from None
     out.print(f"{file}: ok")
 
 

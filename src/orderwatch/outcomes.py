@@ -7,7 +7,8 @@ status) is :class:`Abnormal`: it carries no information about the order and is r
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import json
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 #: What the database keeps of an answer's identifiers (orders.vendor_order_id is
@@ -15,6 +16,29 @@ from typing import Any
 #: value would fail the write of every result in the worker's batch.
 MAX_VENDOR_ORDER_ID = 128
 MAX_CODE = 32
+
+
+#: The largest logistics object kept (characters of JSON): a real one is a few kB, and
+#: with the description it must fit a TEXT column (MariaDB: 64 KiB) at 4 bytes a character
+#: (MariaDB's batched write-back cuts a longer text silently instead of failing).
+MAX_LOGISTICS = 12_000
+
+#: Logistics as stored. json.loads takes NaN and Infinity; what the order stores must be
+#: writable as real JSON (the API and the webhook body), so logistics holding them is refused.
+STORED_JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+
+
+def logistics_problem(value: dict[str, Any]) -> str | None:
+    """Why ``value`` cannot be kept as an order's logistics (None: it can)."""
+    try:
+        size = len(STORED_JSON.encode(value))
+    except ValueError:
+        return "holds NaN or Infinity, which is not JSON"
+    except TypeError:  # a plug-in's own object in it: JSON has no form for it
+        return "holds a value that is not JSON"
+    if size > MAX_LOGISTICS:
+        return f"is larger than {MAX_LOGISTICS} characters of JSON"
+    return None
 
 
 def vendor_order_id_problem(value: str) -> str | None:
@@ -129,3 +153,38 @@ def outcome_name(outcome: Outcome) -> str:
             return "unknown_order"
         case Abnormal(kind=kind):
             return f"abnormal:{kind}"
+
+
+_TEXTS = ("vendor_order_id", "description", "vendor_status", "code", "message")
+
+
+def answer_problem(outcome: Outcome) -> str | None:
+    """Why the state machine must not take ``outcome``'s values as the order's (None:
+    it may). The built-in adapters refuse such answers themselves (``checks_answers``);
+    for any other adapter the worker asks this before using an answer, so that a plug-in
+    cannot store a value the database would cut, refuse, or choke on."""
+    for name in _TEXTS:
+        value = getattr(outcome, name, None)
+        if value is not None and type(value) is not str:
+            return f"{name} is a {type(value).__name__}, not a string"
+    vendor_order_id = getattr(outcome, "vendor_order_id", None)
+    problem = vendor_order_id and vendor_order_id_problem(vendor_order_id)
+    if problem:
+        return f"vendor_order_id {problem}"
+    logistics = getattr(outcome, "logistics", None)
+    if logistics is not None:
+        if type(logistics) is not dict:
+            return f"logistics is a {type(logistics).__name__}, not an object"
+        problem = logistics_problem(logistics)
+        if problem:
+            return f"logistics {problem}"
+    return None
+
+
+def checked(exchange: Exchange) -> Exchange:
+    """``exchange``, or the same exchange with an abnormal answer if :func:`answer_problem`
+    finds one (retried on schedule, as a malformed answer from the wire is)."""
+    problem = answer_problem(exchange.outcome)
+    if problem is None:
+        return exchange
+    return replace(exchange, outcome=Abnormal("malformed", f"adapter answer: {problem}"))

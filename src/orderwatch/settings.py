@@ -374,11 +374,36 @@ class ApiToken(BaseModel):
         return v
 
 
+def _host_port(listen: str) -> tuple[str, int] | None:
+    host, sep, port_text = listen.strip().rpartition(":")
+    if not sep or not port_text.isascii() or not port_text.isdigit():
+        return None
+    if not 0 <= int(port_text) <= 65535:
+        return None
+    return host.strip("[]") or "0.0.0.0", int(port_text)  # ":8080": every interface
+
+
+def parse_listen(listen: str) -> tuple[str, int]:
+    """``127.0.0.1:8080``, ``[::1]:8080``, ``:8080`` (all interfaces) → (host, port)."""
+    parsed = _host_port(listen)
+    if parsed is None:
+        raise ConfigError([f"api.listen: expected HOST:PORT, got {listen!r}"])
+    return parsed
+
+
 class ApiSettings(BaseModel):
     model_config = _STRICT
 
     listen: str = "127.0.0.1:8080"
     tokens: list[ApiToken] = Field(default_factory=list)
+
+    @field_validator("listen")
+    @classmethod
+    def _host_and_port(cls, v: str) -> str:
+        """Checked with the rest of the file (``config check``), not first when serving."""
+        if _host_port(v) is None:
+            raise ValueError(f"expected HOST:PORT (port 0-65535), got {v!r}")
+        return v
 
     @field_validator("tokens")
     @classmethod

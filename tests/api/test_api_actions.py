@@ -242,6 +242,15 @@ async def test_bulk_resolve_by_vendor(api: Api) -> None:
         ("/orders/bulk/retry", {"filter": {"created_after": "2026-11-26"}}, "filter.created_after"),
         ("/orders/bulk/resolve", {"filter": {"status": "PENDING"}, "status": "FAILED"}, "note"),
         ("/orders/bulk/resolve", {"filter": {"status": "PENDING"}, "note": "x"}, "status"),
+        # PostgreSQL cannot store NUL, and no control character belongs in a note or name
+        ("/orders/bulk/retry", {"filter": {"vendor": "ac\u0000me"}}, "filter.vendor"),
+        ("/orders/bulk/retry", {"filter": {"customer_id": "C\u001b1"}}, "filter.customer_id"),
+        ("/orders/bulk/retry", {"filter": {"status": "FAILED"}, "note": "a\u0000b"}, "note"),
+        (
+            "/orders/bulk/resolve",
+            {"filter": {"status": "PENDING"}, "status": "FAILED", "note": "why\u0000"},
+            "note",
+        ),
     ],
 )
 async def test_bulk_body_is_checked(api: Api, path: str, body: dict[str, Any], field: str) -> None:
@@ -283,6 +292,28 @@ async def test_pause_and_resume_a_vendor(api: Api) -> None:
     assert api.woken == [1]
     assert (await post(api, "/vendors/acme/resume")).json()["changed"] is False
     assert await api.service.store.paused_vendors() == {}
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/orders/N1/resolve", {"status": "FAILED", "note": "refunded\u0000"}),
+        ("/orders/N1/retry", {"note": "again\u0007"}),
+        ("/orders/N1/cancel", {"note": "\u0000"}),
+        ("/vendors/acme/pause", {"note": "maintenance\u0000window"}),
+    ],
+)
+async def test_a_note_with_a_control_character_is_422(
+    api: Api, path: str, body: dict[str, Any]
+) -> None:
+    """Refused by name before anything is written (PostgreSQL cannot store NUL at all)."""
+    await api.create("N1")
+    assert fields(problem(await post(api, path, body), 422)) == {"note"}
+    assert (await api.order("N1")).status is Status.PENDING
+    assert await api.service.store.paused_vendors() == {}
+    # a line break or a tab in a note is text, not a control character
+    r = await post(api, "/vendors/acme/pause", {"note": "window\n\tuntil 06:00"})
+    assert r.status_code == 200, r.text
 
 
 async def test_pause_of_an_unknown_vendor_is_404(api: Api) -> None:

@@ -209,6 +209,42 @@ def test_unknown_config_key_exits_2_naming_it(tmp_path: Path) -> None:
     assert "unknown key" in done.stderr
 
 
+@pytest.mark.parametrize(
+    ("extra", "named", "why"),
+    [
+        ('\n[api]\nlisten = "localhost"\n', "api.listen", "expected HOST:PORT"),
+        ('\n[api]\nlisten = "0.0.0.0:70000"\n', "api.listen", "expected HOST:PORT"),
+        (
+            '\n[notify]\nwebhook_url = "https://hooks.example.com/ow"\n',
+            "notify.secret",
+            "required to sign webhooks",
+        ),
+        ('\n[notify]\nwebhook_url = "gopher://x"\n', "notify.webhook_url", "'gopher'"),
+        ('\n[notify]\nwebhook_url = "hooks.example.com"\n', "notify.webhook_url", "not a URL"),
+    ],
+)
+def test_config_check_refuses_what_serve_would_refuse(
+    tmp_path: Path, extra: str, named: str, why: str
+) -> None:
+    """`config check` reports the API address and the notification channel too, not
+    only when `serve` starts."""
+    cfg = write_config(tmp_path, extra=extra)
+    done = run("config", "check", str(cfg), cwd=tmp_path)
+    assert done.returncode == 2, done.stdout
+    assert named in done.stderr
+    assert why in done.stderr
+
+
+def test_config_check_accepts_a_complete_file(tmp_path: Path) -> None:
+    extra = (
+        '\n[api]\nlisten = "[::1]:8080"\n\n[notify]\nwebhook_url = "https://hooks.example.com/ow"'
+        '\nsecret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"\n'
+    )
+    done = run("config", "check", str(write_config(tmp_path, extra=extra)), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert ": ok" in done.stdout
+
+
 def test_schedule_prints_the_default_table(tmp_path: Path) -> None:
     cfg = write_config(tmp_path)
     done = run("schedule", "-c", str(cfg), cwd=tmp_path)

@@ -17,7 +17,7 @@ from tests.support.orders import new_order
 
 from orderwatch.lifecycle import DESCRIPTION_MAX
 from orderwatch.order import Order
-from orderwatch.outcomes import Abnormal, Accepted, Exchange
+from orderwatch.outcomes import Abnormal, Accepted, Exchange, InProgress
 from orderwatch.statuses import Reason, Status
 from orderwatch.vendors import signing
 from orderwatch.vendors.reference import ReferenceAdapter
@@ -290,3 +290,49 @@ async def test_a_nul_in_a_signed_vendor_order_id_does_not_keep_the_order_open_fo
     assert r1 is not None
     assert r1.status.is_final, (r1.status, r1.next_run_at, worker.stats.refused)
     assert worker.stats.refused == 0
+
+
+@pytest.mark.parametrize("db_kind", KINDS)
+async def test_a_plugin_answer_the_database_would_cut_is_taken_as_abnormal(
+    clock: Any, make_simulator: Any, make_service: Any, make_worker: Any, monkeypatch: Any
+) -> None:
+    """A plug-in adapter (one that does not check its own answers) hands over 90 kB of
+    logistics with a PROCESSING answer. MariaDB's batched write-back cut such a text
+    silently (strict mode or not), storing broken JSON that every later read of the order
+    failed on (JSONDecodeError); the other databases stored it whole. Now the worker
+    checks a plug-in's answer before using it: that answer counts as abnormal and is
+    retried on schedule, the others of the batch land, and the order ends once its vendor
+    answers sensibly."""
+    sim = await make_simulator(clock)
+    service = await make_service(sim.base_url, clock)
+    await service.submit([new_order("R1"), new_order("R2")], actor="test")
+    query = ReferenceAdapter.query
+    huge = {"carrier": "SF", "events": [{"text": "运输中" * 10_000}]}
+    sent: list[str] = []
+
+    async def plugin_query(self: ReferenceAdapter, order: Order) -> Exchange:
+        exchange = await query(self, order)
+        sent.append(order.order_no)
+        if order.order_no == "R1" and sent.count("R1") == 1:
+            return replace(exchange, outcome=InProgress("PROCESSING", "运输中", huge))
+        return exchange
+
+    monkeypatch.setattr(ReferenceAdapter, "query", plugin_query)
+    monkeypatch.setattr(ReferenceAdapter, "checks_answers", False)  # as a plug-in's
+    worker = make_worker(service)
+    await asyncio.wait_for(worker.run(burst=True), 20)  # both placed
+    clock.advance(11 * 60)  # the first query is due 10 min after acceptance
+    await asyncio.wait_for(worker.run(burst=True), 20)
+    assert sorted(sent) == ["R1", "R2"]
+    r1 = await service.get("R1")
+    assert r1.order.abnormal == 1
+    assert r1.order.logistics is None
+    assert "adapter answer: logistics is larger than" in json.dumps(r1.events[-1].detail)
+    assert worker.stats.refused == 0  # refused before the database was asked
+    r2 = await service.store.get_order("R2")
+    assert r2 is not None
+    assert r2.abnormal == 0
+    assert r2.queries == 1
+    done = await asyncio.wait_for(drive(service, worker, clock, ["R1", "R2"]), 60)
+    assert all(o.status.is_final for o in done.values())
+    assert sim.place_requests["R1"] == 1

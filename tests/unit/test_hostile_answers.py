@@ -3,14 +3,25 @@
 from __future__ import annotations
 
 import json
+import math
 import random
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
 from tests.support.orders import T0, make_order
 
 from orderwatch.lifecycle import DESCRIPTION_MAX, Policy, after_query, deadline_at
-from orderwatch.outcomes import Abnormal, Delivered, Exchange, InProgress
+from orderwatch.outcomes import (
+    Abnormal,
+    Accepted,
+    Delivered,
+    Exchange,
+    InProgress,
+    Rejected,
+    answer_problem,
+    checked,
+)
 from orderwatch.settings import DEFAULT_STATUS_MAP
 from orderwatch.statuses import Status
 from orderwatch.vendors import signing
@@ -164,3 +175,47 @@ def test_nul_characters_in_a_vendors_texts_are_dropped() -> None:
     t = after_query(order, Exchange(answer, 0.01, 200, "0000"), Policy(), NOW, random.Random(0))
     assert t.order.description == "在途"
     assert t.order.vendor_status == "INTRANSIT"
+
+
+# ------------------------------------------------------- a plug-in adapter's answers
+
+
+@pytest.mark.parametrize(
+    ("outcome", "problem"),
+    [
+        (Accepted("V" * 129), "vendor_order_id is longer than 128 characters"),
+        (Accepted("V\x001"), "vendor_order_id holds a NUL character"),
+        (Accepted(12345), "vendor_order_id is a int, not a string"),
+        (InProgress("SHIPPED", None, {"n": math.nan}), "logistics holds NaN or Infinity"),
+        (InProgress("SHIPPED", None, {"at": T0}), "logistics holds a value that is not JSON"),
+        (Delivered(None, {"events": ["x" * 12_001]}), "logistics is larger than 12000"),
+        (Delivered(None, ["SF"]), "logistics is a list, not an object"),
+        (InProgress(b"SHIPPED"), "vendor_status is a bytes, not a string"),
+        (Rejected("E1", 404), "message is a int, not a string"),
+    ],
+)
+def test_a_plugin_answer_the_order_cannot_keep_is_abnormal(outcome: Any, problem: str) -> None:
+    exchange = Exchange(outcome, 0.05, 200, "0000")
+    assert problem in (answer_problem(outcome) or "")
+    got = checked(exchange)
+    assert isinstance(got.outcome, Abnormal)
+    assert got.outcome.kind == "malformed"
+    assert problem in got.outcome.detail
+    assert (got.latency, got.http_status, got.vendor_code) == (0.05, 200, "0000")
+
+
+@pytest.mark.parametrize(
+    "outcome",
+    [
+        Accepted("V" * 128),
+        Accepted(None),
+        InProgress("SHIPPED", "运输中", {"carrier": "SF", "events": [{"text": "运" * 3000}]}),
+        Delivered("已签收", None, "V1"),
+        Rejected("E1", "out of stock"),
+        Abnormal("timeout"),
+    ],
+)
+def test_a_sensible_plugin_answer_passes_unchanged(outcome: Any) -> None:
+    exchange = Exchange(outcome, 0.05, 200, "0000")
+    assert answer_problem(outcome) is None
+    assert checked(exchange) is exchange

@@ -219,13 +219,19 @@ def _tighten(out: dict[str, Any], vendors: list[str]) -> None:
         "description": "5-20 of digits, '+', '-' and spaces, with a digit.",
     }
     for model in ("ResolveIn", "BulkResolveIn"):  # a note of only spaces is refused
-        out[model]["properties"]["note"]["pattern"] = r"\S"
+        out[model]["properties"]["note"]["pattern"] = _TEXT
+    for model in ("NoteIn", "PauseIn", "BulkRetryIn"):  # optional notes: printable
+        for variant in out[model]["properties"]["note"].get("anyOf", []):
+            if variant.get("type") == "string":
+                variant["pattern"] = f"^{_PRINTABLE}*$"
     # A filter key is either given or left out; null is refused.
     for prop in out["FilterIn"]["properties"].values():
         variants = prop.pop("anyOf", None)
         if variants:
             prop.update(next(v for v in variants if v.get("type") != "null"))
         prop.pop("default", None)
+    for name in ("vendor", "customer_id"):
+        out["FilterIn"]["properties"][name]["pattern"] = f"^{_PRINTABLE}*$"
 
 
 class OrderwatchAPI(FastAPI):

@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
+from ..intake import CONTROL_CHARACTERS
 from ..statuses import Reason, Status
 
 __all__ = [
@@ -221,12 +222,21 @@ class ProblemOut(BaseModel):
 # ------------------------------------------------------------------------------ bodies
 
 _STRICT = ConfigDict(extra="forbid", strict=True)
+_CONTROL = re.compile(f"[{CONTROL_CHARACTERS}]")
+
+
+def _printable(value: str | None) -> str | None:
+    """Operators' text is refused with a control character in it, as an order's is
+    (intake): PostgreSQL cannot store NUL, and none belongs in a note or a name."""
+    if value is not None and _CONTROL.search(value):
+        raise ValueError("must not contain control characters")
+    return value
 
 
 def _not_blank(value: str | None) -> str | None:
     if value is not None and not value.strip():
         raise ValueError("must not be blank")
-    return value.strip() if value is not None else None
+    return _printable(value.strip() if value is not None else None)
 
 
 class NoteIn(BaseModel):
@@ -235,6 +245,8 @@ class NoteIn(BaseModel):
     model_config = _STRICT
 
     note: str | None = Field(None, max_length=1000)
+
+    _note = field_validator("note")(_printable)
 
 
 class ResolveIn(BaseModel):
@@ -257,6 +269,8 @@ class PauseIn(BaseModel):
 
     note: str | None = Field(None, max_length=1000)
 
+    _note = field_validator("note")(_printable)
+
 
 class FilterIn(BaseModel):
     """Which orders a bulk action applies to: at least one key, all of them must match."""
@@ -270,6 +284,8 @@ class FilterIn(BaseModel):
     created_after: Rfc3339 | None = Field(None, description="RFC 3339; inclusive.")
     created_before: Rfc3339 | None = Field(None, description="RFC 3339; exclusive.")
 
+    _names = field_validator("vendor", "customer_id")(_printable)
+
 
 class BulkRetryIn(BaseModel):
     model_config = _STRICT
@@ -277,6 +293,8 @@ class BulkRetryIn(BaseModel):
     filter: FilterIn
     dry_run: bool = Field(False, description="Only count what would change.")
     note: str | None = Field(None, max_length=1000, description="Recorded on each event.")
+
+    _note = field_validator("note")(_printable)
 
 
 class BulkResolveIn(BaseModel):

@@ -17,18 +17,10 @@ import uvicorn
 from ..errors import ConfigError
 from ..log import get_logger
 from ..service import Service
+from ..settings import parse_listen
 from .app import create_app
 
 log = get_logger("orderwatch.api")
-
-
-def parse_listen(listen: str) -> tuple[str, int]:
-    """``127.0.0.1:8080``, ``[::1]:8080``, ``:8080`` (all interfaces) → (host, port)."""
-    host, sep, port_text = listen.strip().rpartition(":")
-    if not sep or not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
-        raise ConfigError([f"api.listen: expected HOST:PORT, got {listen!r}"])
-    host = host.strip("[]") or "0.0.0.0"  # ":8080" asks for every interface
-    return host, int(port_text)
 
 
 class ApiServer(uvicorn.Server):

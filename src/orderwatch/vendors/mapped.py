@@ -37,6 +37,7 @@ from ..outcomes import (
     Rejected,
     UnknownOrder,
     VendorFailed,
+    logistics_problem,
     vendor_order_id_problem,
 )
 from ..settings import VendorSettings
@@ -46,8 +47,6 @@ from . import signing
 from .http import HttpSession
 from .reference import (
     MAX_BODY,
-    MAX_LOGISTICS,
-    STORED_JSON,
     _read_limited,
     _snippet,
     retry_after_seconds,
@@ -291,6 +290,9 @@ class MappedAdapter(HttpSession):
 
     ``session`` is the seam for tests, as for the reference adapter.
     """
+
+    #: every answer is checked here against what the database keeps (outcomes.answer_problem)
+    checks_answers = True
 
     def __init__(
         self,
@@ -556,8 +558,9 @@ class MappedAdapter(HttpSession):
                     )
                     events.append({"at": at, "text": text})
                 found["events"] = events
-        if found and len(STORED_JSON.encode(found)) > MAX_LOGISTICS:
-            raise _WrongType(f"logistics larger than {MAX_LOGISTICS} characters of JSON")
+        problem = found and logistics_problem(found)
+        if problem:
+            raise _WrongType(f"logistics {problem}")
         return found or None
 
     # -- dry run ----------------------------------------------------------------------------

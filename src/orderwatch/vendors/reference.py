@@ -23,6 +23,8 @@ from ..clock import Clock
 from ..order import Order
 from ..outcomes import (
     MAX_CODE,
+    MAX_LOGISTICS,
+    STORED_JSON,
     Abnormal,
     Accepted,
     Delivered,
@@ -44,13 +46,6 @@ _JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 MAX_BODY = 1 << 20  # a vendor answer larger than 1 MiB is not an answer
 _SNIPPET = 80
 MAX_RETRY_AFTER = 366 * 86400  # longer is absurd: ignored, seconds and dates alike
-#: The largest logistics object kept (characters of JSON): a real one is a few kB, and
-#: with the description it must fit a TEXT column (MariaDB: 64 KiB) at 4 bytes a character.
-MAX_LOGISTICS = 12_000
-
-#: Logistics as stored. json.loads takes NaN and Infinity; what the order stores must be
-#: writable as real JSON (the API and the webhook body), so logistics holding them is refused.
-STORED_JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
 
 
 def retry_after_seconds(value: str | None, now: datetime) -> float | None:
@@ -215,6 +210,9 @@ class ReferenceAdapter(HttpSession):
     ``session`` is the seam for tests; by default the adapter opens its own aiohttp
     session with a connection pool as large as the vendor's concurrency.
     """
+
+    #: every answer is checked here against what the database keeps (outcomes.answer_problem)
+    checks_answers = True
 
     def __init__(
         self,
