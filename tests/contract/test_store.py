@@ -617,3 +617,31 @@ async def test_order_nos_differing_in_case_are_two_orders(store: SqlStore) -> No
     found = await store.get_order("r20261126000001")
     assert found is not None
     assert found.order_no == "r20261126000001"
+
+
+async def test_vendor_names_and_customer_ids_differing_in_case_are_apart(
+    store: SqlStore,
+) -> None:
+    """MariaDB's default collation ignores case: a filter (and so a bulk action) for
+    customer c1 also took C1's orders, and pausing acme held back ACME's too."""
+    await store.insert_orders(
+        [
+            new_order("A1", customer_id="c1"),
+            new_order("A2", customer_id="C1"),
+            new_order("B1", vendor="ACME", customer_id="C1"),
+        ],
+        now=NOW,
+    )
+    by_customer = await store.list_orders(OrderFilter(customer_id="c1"))
+    assert [o.order_no for o in by_customer] == ["A1"]
+    by_vendor = await store.list_orders(OrderFilter(vendor="ACME"))
+    assert [o.order_no for o in by_vendor] == ["B1"]
+    assert await store.pause_vendor("acme", now=NOW, actor="op", note=None) is True
+    assert await store.pause_vendor("ACME", now=NOW, actor="op", note=None) is True  # another
+    assert await store.resume_vendor("ACME") is True
+    assert sorted(await store.paused_vendors()) == ["acme"]
+    assert [o.order_no for o in await claim(store)] == ["B1"]
+    assert (await store.counts(now=NOW)).by_vendor == {
+        "acme": {"PENDING": 2},
+        "ACME": {"PENDING": 1},
+    }

@@ -47,6 +47,10 @@ Id = BigInteger().with_variant(Integer(), "sqlite")
 OrderNo = String(64).with_variant(
     mysql.VARCHAR(64, charset="utf8mb4", collation="utf8mb4_bin"), "mysql", "mariadb"
 )
+# Vendor names and customer ids compare the same way, for the same reason: a filter or a
+# bulk action for customer c1 must not take C1's orders, a pause of acme must not hold
+# back ACME (migration 0006).
+Name = OrderNo
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -80,8 +84,8 @@ orders = Table(
     metadata,
     Column("id", Id, primary_key=True, autoincrement=True),
     Column("order_no", OrderNo, nullable=False, unique=True),
-    Column("vendor", String(64), nullable=False),
-    Column("customer_id", String(64)),
+    Column("vendor", Name, nullable=False),
+    Column("customer_id", Name),
     Column("sku", String(64), nullable=False),
     Column("quantity", Integer, nullable=False),
     Column("points", BigInteger, nullable=False),
@@ -160,7 +164,7 @@ outbox = Table(
 vendor_pauses = Table(
     "vendor_pauses",
     metadata,
-    Column("vendor", String(64), primary_key=True),
+    Column("vendor", Name, primary_key=True),
     Column("paused_at", UTCDateTime(), nullable=False),
     Column("actor", String(64)),
     Column("note", Text),

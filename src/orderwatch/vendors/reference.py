@@ -23,8 +23,6 @@ from ..clock import Clock
 from ..order import Order
 from ..outcomes import (
     MAX_CODE,
-    MAX_LOGISTICS,
-    STORED_JSON,
     Abnormal,
     Accepted,
     Delivered,
@@ -34,6 +32,7 @@ from ..outcomes import (
     Rejected,
     UnknownOrder,
     VendorFailed,
+    logistics_problem,
     vendor_order_id_problem,
 )
 from ..settings import VendorSettings
@@ -100,12 +99,9 @@ def _logistics(data: Mapping[str, Any]) -> dict[str, Any] | None:
         isinstance(events, list) and all(isinstance(e, dict) for e in events)
     ):
         raise TypeError("data.logistics.events must be a list of objects")
-    try:
-        size = len(STORED_JSON.encode(value))
-    except ValueError:
-        raise TypeError("data.logistics holds NaN or Infinity, which is not JSON") from None
-    if size > MAX_LOGISTICS:
-        raise TypeError(f"data.logistics is larger than {MAX_LOGISTICS} characters of JSON")
+    problem = logistics_problem(value)
+    if problem:
+        raise TypeError(f"data.logistics {problem}")
     return value
 
 
@@ -347,8 +343,6 @@ async def _read_limited(resp: aiohttp.ClientResponse) -> tuple[bytes, bool]:
 
 __all__ = [
     "MAX_BODY",
-    "MAX_LOGISTICS",
-    "STORED_JSON",
     "ReferenceAdapter",
     "interpret",
     "retry_after_seconds",
