@@ -397,7 +397,10 @@ def channel_name(notify: NotifySettings) -> str:
     """``log`` without a URL, else the URL's scheme (``https``, ``amqp``, …)."""
     if not notify.webhook_url:
         return "log"
-    scheme = urlsplit(notify.webhook_url).scheme.lower()
+    try:
+        scheme = urlsplit(notify.webhook_url).scheme.lower()
+    except ValueError as exc:  # "https://[::1", say
+        raise ConfigError([f"notify.webhook_url: not a URL: {exc}"]) from None
     if not scheme:
         raise ConfigError([f"notify.webhook_url: not a URL: {notify.webhook_url!r}"])
     return scheme

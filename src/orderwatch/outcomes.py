@@ -8,7 +8,8 @@ status) is :class:`Abnormal`: it carries no information about the order and is r
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field, replace
+import math
+from dataclasses import dataclass, field
 from typing import Any
 
 #: What the database keeps of an answer's identifiers (orders.vendor_order_id is
@@ -153,9 +154,14 @@ def outcome_name(outcome: Outcome) -> str:
             return "unknown_order"
         case Abnormal(kind=kind):
             return f"abnormal:{kind}"
+        case _:  # a plug-in's answer of no known type (the worker takes it as abnormal)
+            return "unknown"
 
 
-_TEXTS = ("vendor_order_id", "description", "vendor_status", "code", "message")
+_OUTCOMES = (Accepted, Rejected, InProgress, Delivered, VendorFailed, UnknownOrder, Abnormal)
+#: per outcome type: the text fields it must carry, and those it may leave out (None)
+_REQUIRED = {Rejected: ("code", "message"), InProgress: ("vendor_status",), Abnormal: ("kind",)}
+_OPTIONAL = ("vendor_order_id", "description", "detail")
 
 
 def answer_problem(outcome: Outcome) -> str | None:
@@ -163,10 +169,20 @@ def answer_problem(outcome: Outcome) -> str | None:
     it may). The built-in adapters refuse such answers themselves (``checks_answers``);
     for any other adapter the worker asks this before using an answer, so that a plug-in
     cannot store a value the database would cut, refuse, or choke on."""
-    for name in _TEXTS:
+    kind = type(outcome)
+    if kind not in _OUTCOMES:
+        return f"{kind.__name__} is not one of orderwatch.outcomes' answers"
+    for name in _REQUIRED.get(kind, ()):
+        if type(getattr(outcome, name)) is not str:
+            return f"{name} is {_a(getattr(outcome, name))}, not a string"
+    for name in _OPTIONAL:
         value = getattr(outcome, name, None)
         if value is not None and type(value) is not str:
-            return f"{name} is a {type(value).__name__}, not a string"
+            return f"{name} is {_a(value)}, not a string"
+    if isinstance(outcome, Abnormal) and outcome.retry_after is not None:
+        wait = outcome.retry_after
+        if type(wait) not in (int, float) or not math.isfinite(wait):
+            return f"retry_after is {_a(wait)}, not a number of seconds"
     vendor_order_id = getattr(outcome, "vendor_order_id", None)
     problem = vendor_order_id and vendor_order_id_problem(vendor_order_id)
     if problem:
@@ -174,17 +190,37 @@ def answer_problem(outcome: Outcome) -> str | None:
     logistics = getattr(outcome, "logistics", None)
     if logistics is not None:
         if type(logistics) is not dict:
-            return f"logistics is a {type(logistics).__name__}, not an object"
+            return f"logistics is {_a(logistics)}, not an object"
         problem = logistics_problem(logistics)
         if problem:
             return f"logistics {problem}"
     return None
 
 
+def _a(value: object) -> str:
+    return "None" if value is None else f"a {type(value).__name__}"
+
+
+def _seconds(value: object) -> bool:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    return math.isfinite(value) and value >= 0
+
+
 def checked(exchange: Exchange) -> Exchange:
-    """``exchange``, or the same exchange with an abnormal answer if :func:`answer_problem`
-    finds one (retried on schedule, as a malformed answer from the wire is)."""
+    """``exchange``, or an abnormal answer in its place if it is not one the engine can use
+    (:func:`answer_problem`; the exchange's own fields too): retried on schedule, as a
+    malformed answer from the wire is."""
+    if type(exchange) is not Exchange:
+        return Exchange(Abnormal("malformed", f"adapter answer: {_a(exchange)}, not an Exchange"))
     problem = answer_problem(exchange.outcome)
+    latency, status, code = exchange.latency, exchange.http_status, exchange.vendor_code
+    if not _seconds(latency):
+        problem, latency = problem or f"latency is {latency!r}, not seconds", 0.0
+    if status is not None and type(status) is not int:
+        problem, status = problem or f"http_status is {_a(status)}, not an integer", None
+    if code is not None and type(code) is not str:
+        problem, code = problem or f"vendor_code is {_a(code)}, not a string", None
     if problem is None:
         return exchange
-    return replace(exchange, outcome=Abnormal("malformed", f"adapter answer: {problem}"))
+    return Exchange(Abnormal("malformed", f"adapter answer: {problem}"), latency, status, code)

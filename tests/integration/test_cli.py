@@ -221,6 +221,7 @@ def test_unknown_config_key_exits_2_naming_it(tmp_path: Path) -> None:
         ),
         ('\n[notify]\nwebhook_url = "gopher://x"\n', "notify.webhook_url", "'gopher'"),
         ('\n[notify]\nwebhook_url = "hooks.example.com"\n', "notify.webhook_url", "not a URL"),
+        ('\n[notify]\nwebhook_url = "https://[::1"\n', "notify.webhook_url", "not a URL"),
     ],
 )
 def test_config_check_refuses_what_serve_would_refuse(

@@ -336,3 +336,33 @@ async def test_a_plugin_answer_the_database_would_cut_is_taken_as_abnormal(
     done = await asyncio.wait_for(drive(service, worker, clock, ["R1", "R2"]), 60)
     assert all(o.status.is_final for o in done.values())
     assert sim.place_requests["R1"] == 1
+
+
+async def test_a_plugin_place_answer_the_order_cannot_keep_is_reconciled(
+    clock: Any, make_simulator: Any, make_service: Any, make_worker: Any, monkeypatch: Any
+) -> None:
+    """The place-order side of the check: a plug-in accepts with a NUL in the vendor's
+    order id. Taken as abnormal before anything is stored, the order stays SENT and is
+    reconciled by query (placed once), not failed, and not left to the database to refuse."""
+    sim = await make_simulator(clock)
+    service = await make_service(sim.base_url, clock)
+    await service.submit([new_order("R1")], actor="test")
+    place = ReferenceAdapter.place
+
+    async def plugin_place(self: ReferenceAdapter, order: Order) -> Exchange:
+        exchange = await place(self, order)
+        return replace(exchange, outcome=Accepted("V\x00" + order.order_no))
+
+    monkeypatch.setattr(ReferenceAdapter, "place", plugin_place)
+    monkeypatch.setattr(ReferenceAdapter, "checks_answers", False)
+    worker = make_worker(service)
+    await asyncio.wait_for(worker.run(burst=True), 20)
+    r1 = await service.get("R1")
+    assert r1.order.status is Status.SENT
+    assert r1.order.abnormal == 1
+    assert "adapter answer: vendor_order_id holds a NUL" in json.dumps(r1.events[-1].detail)
+    assert worker.stats.refused == 0
+    done = await asyncio.wait_for(drive(service, worker, clock, ["R1"]), 60)
+    assert done["R1"].status.is_final
+    assert done["R1"].vendor_order_id is None or "\x00" not in done["R1"].vendor_order_id
+    assert sim.place_requests["R1"] == 1

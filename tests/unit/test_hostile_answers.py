@@ -25,7 +25,8 @@ from orderwatch.outcomes import (
 from orderwatch.settings import DEFAULT_STATUS_MAP
 from orderwatch.statuses import Status
 from orderwatch.vendors import signing
-from orderwatch.vendors.reference import interpret, retry_after_seconds
+from orderwatch.vendors.reference import ReferenceAdapter, interpret, retry_after_seconds
+from orderwatch.worker import _checks_answers
 
 SECRET = "vendor-key"
 NOW = T0 + timedelta(minutes=30)
@@ -192,6 +193,13 @@ def test_nul_characters_in_a_vendors_texts_are_dropped() -> None:
         (Delivered(None, ["SF"]), "logistics is a list, not an object"),
         (InProgress(b"SHIPPED"), "vendor_status is a bytes, not a string"),
         (Rejected("E1", 404), "message is a int, not a string"),
+        # what the state machine needs: None there failed the order's every query
+        (InProgress(None), "vendor_status is None, not a string"),
+        (Rejected(None, "no stock"), "code is None, not a string"),
+        (Abnormal("maintenance", "", math.inf), "retry_after is a float, not a number"),
+        (Abnormal("maintenance", "", "soon"), "retry_after is a str, not a number"),
+        ("ACCEPTED", "str is not one of orderwatch.outcomes' answers"),
+        (None, "NoneType is not one of orderwatch.outcomes' answers"),
     ],
 )
 def test_a_plugin_answer_the_order_cannot_keep_is_abnormal(outcome: Any, problem: str) -> None:
@@ -219,3 +227,45 @@ def test_a_sensible_plugin_answer_passes_unchanged(outcome: Any) -> None:
     exchange = Exchange(outcome, 0.05, 200, "0000")
     assert answer_problem(outcome) is None
     assert checked(exchange) is exchange
+
+
+@pytest.mark.parametrize(
+    ("exchange", "problem"),
+    [
+        ({"outcome": "accepted"}, "adapter answer: a dict, not an Exchange"),
+        (Exchange(Accepted("V1"), latency=math.nan), "latency is nan, not seconds"),
+        (Exchange(Accepted("V1"), latency="fast"), "latency is 'fast', not seconds"),
+        (Exchange(Accepted("V1"), http_status="200"), "http_status is a str, not an integer"),
+        (Exchange(Accepted("V1"), vendor_code=0), "vendor_code is a int, not a string"),
+    ],
+)
+def test_a_plugin_exchange_the_engine_cannot_use_is_abnormal(exchange: Any, problem: str) -> None:
+    """The exchange's own fields feed the timeline and the metrics: checked too."""
+    got = checked(exchange)
+    assert isinstance(got, Exchange)
+    assert isinstance(got.outcome, Abnormal)
+    assert problem in got.outcome.detail
+    assert isinstance(got.latency, float)
+    assert got.latency >= 0
+    assert got.http_status is None or type(got.http_status) is int
+    assert got.vendor_code is None or type(got.vendor_code) is str
+
+
+def test_an_answer_of_no_known_type_is_named_unknown() -> None:
+    """Its name labels a metric series: a None there broke every later scrape."""
+    assert Exchange("ACCEPTED").outcome_name == "unknown"
+
+
+def test_only_an_adapter_class_that_says_so_skips_the_worker_check() -> None:
+    """A plug-in built on a built-in adapter may read answers its own way: its answers are
+    checked unless it says otherwise itself."""
+
+    class Subclassed(ReferenceAdapter):
+        pass
+
+    class Declares(ReferenceAdapter):
+        checks_answers = True
+
+    for cls, expected in ((ReferenceAdapter, True), (Subclassed, False), (Declares, True)):
+        adapter = object.__new__(cls)
+        assert _checks_answers(adapter) is expected, cls

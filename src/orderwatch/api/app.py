@@ -865,8 +865,12 @@ async def list_orders(
     *,
     status: Status | None = None,
     reason: Reason | None = None,
-    vendor: Annotated[str | None, Query(min_length=1, max_length=64)] = None,
-    customer_id: Annotated[str | None, Query(min_length=1, max_length=64)] = None,
+    vendor: Annotated[
+        str | None, Query(min_length=1, max_length=64, pattern=f"^{_PRINTABLE}*$")
+    ] = None,
+    customer_id: Annotated[
+        str | None, Query(min_length=1, max_length=64, pattern=f"^{_PRINTABLE}*$")
+    ] = None,
     created_after: Annotated[Rfc3339 | None, Query(description="RFC 3339; inclusive.")] = None,
     created_before: Annotated[Rfc3339 | None, Query(description="RFC 3339; exclusive.")] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,

@@ -234,9 +234,10 @@ def _printable(value: str | None) -> str | None:
 
 
 def _not_blank(value: str | None) -> str | None:
+    _printable(value)  # before stripping: Python strips \x1c-\x1f and \x0b as spaces
     if value is not None and not value.strip():
         raise ValueError("must not be blank")
-    return _printable(value.strip() if value is not None else None)
+    return value.strip() if value is not None else None
 
 
 class NoteIn(BaseModel):

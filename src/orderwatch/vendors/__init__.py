@@ -5,7 +5,7 @@ An adapter turns ``place(order)`` and ``query(order)`` into an
 whatever cannot be trusted becomes ``Abnormal``. Adapters are found by name in the entry
 point group ``orderwatch.vendors`` (``adapter = "reference"`` and ``"mapped"`` are built in).
 The worker checks a plug-in's answers against what the database keeps
-(:func:`~orderwatch.outcomes.answer_problem`) unless the adapter says it does
+(:func:`~orderwatch.outcomes.checked`) unless the adapter's own class says it does
 (``checks_answers = True``, as the built-in ones do).
 """
 

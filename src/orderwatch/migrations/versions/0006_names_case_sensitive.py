@@ -19,25 +19,25 @@ down_revision = "0005"
 branch_labels = None
 depends_on = None
 
-_COLUMNS = (
-    ("orders", "vendor", "NOT NULL"),
-    ("orders", "customer_id", "NULL"),
-    ("vendor_pauses", "vendor", "NOT NULL"),
+_VARCHAR = "VARCHAR(64) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin"
+# one statement per table: MariaDB copies the table once for all its columns
+_UPGRADE = (
+    f"ALTER TABLE orders MODIFY vendor {_VARCHAR} NOT NULL, MODIFY customer_id {_VARCHAR} NULL",
+    f"ALTER TABLE vendor_pauses MODIFY vendor {_VARCHAR} NOT NULL",
+)
+_DOWNGRADE = (
+    "ALTER TABLE orders MODIFY vendor VARCHAR(64) NOT NULL, MODIFY customer_id VARCHAR(64) NULL",
+    "ALTER TABLE vendor_pauses MODIFY vendor VARCHAR(64) NOT NULL",
 )
 
 
 def upgrade() -> None:
-    if op.get_bind().dialect.name not in ("mysql", "mariadb"):
-        return
-    for table, column, null in _COLUMNS:
-        op.execute(
-            f"ALTER TABLE {table} MODIFY {column} VARCHAR(64) "
-            f"CHARACTER SET utf8mb4 COLLATE utf8mb4_bin {null}"
-        )
+    if op.get_bind().dialect.name in ("mysql", "mariadb"):
+        for statement in _UPGRADE:
+            op.execute(statement)
 
 
 def downgrade() -> None:
-    if op.get_bind().dialect.name not in ("mysql", "mariadb"):
-        return
-    for table, column, null in _COLUMNS:
-        op.execute(f"ALTER TABLE {table} MODIFY {column} VARCHAR(64) {null}")
+    if op.get_bind().dialect.name in ("mysql", "mariadb"):
+        for statement in _DOWNGRADE:
+            op.execute(statement)
