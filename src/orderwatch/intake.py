@@ -21,7 +21,7 @@ import re
 from collections.abc import Collection, Iterator
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 from pydantic_core import ErrorDetails
 
 from .errors import FieldError, ValidationFailed
@@ -87,7 +87,9 @@ def _printable(value: object) -> object:
     return value
 
 
-Printable = AfterValidator(_printable)
+# Before the model trims strings: its trimming takes a leading or trailing \x0b or \x0c
+# (Unicode spaces) away, where it should be refused (the API's schema refuses it).
+Printable = BeforeValidator(_printable)
 
 
 def _optional_text(value: object) -> object:

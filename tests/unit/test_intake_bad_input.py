@@ -71,6 +71,14 @@ def test_a_huge_json_number_is_a_field_error_not_a_crash(
             {"recipient": {"name": "张三", "phone": "13800000000", "address": "上海\x00"}},
             "recipient.address",
         ),
+        # \x0b and \x0c are Unicode spaces (\x1c-\x1f too, for Python's strip): refused,
+        # not trimmed away
+        ({"sku": "SKU-1\x0c"}, "sku"),
+        ({"customer_id": "\x0bC0001"}, "customer_id"),
+        (
+            {"recipient": {"name": "张三\x1c", "phone": "13800000000", "address": "上海"}},
+            "recipient.name",
+        ),
     ],
 )
 def test_control_characters_are_refused_by_field(changes: dict[str, object], field: str) -> None:
