@@ -69,15 +69,23 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a t
 Exit = typer.Exit
 
 
+def _config_error(exc: ConfigError, where: str = "") -> Exit:
+    """Print every problem of ``exc`` (``where``: which source) and give exit status 2."""
+    heading = (
+        f"[red]configuration error[/red] ({where}):" if where else "[red]configuration error:[/red]"
+    )
+    err.print(heading)
+    for problem in exc.problems:
+        err.print(f"  {problem}", markup=False, highlight=False)
+    return Exit(2)
+
+
 def _load(config: Path | None, *, remote: bool = True) -> Loaded:
     """defaults < file < env, then (``remote``) the config center's data id on top."""
     try:
         loaded = load_settings(config)
     except ConfigError as exc:
-        err.print(f"[red]configuration error[/red] ({config or 'defaults + environment'}):")
-        for problem in exc.problems:
-            err.print(f"  {problem}", markup=False, highlight=False)
-        raise Exit(2) from None
+        raise _config_error(exc, str(config or "defaults + environment")) from None
     log = loaded.settings.log
     configure_logging(log.level, log.format)
     if remote and loaded.settings.config_center is not None:
@@ -86,10 +94,7 @@ def _load(config: Path | None, *, remote: bool = True) -> Loaded:
         try:
             loaded = asyncio.run(load_initial(loaded))
         except ConfigError as exc:
-            err.print("[red]configuration error[/red] (config center):")
-            for problem in exc.problems:
-                err.print(f"  {problem}", markup=False, highlight=False)
-            raise Exit(2) from None
+            raise _config_error(exc, "config center") from None
         log = loaded.settings.log
         configure_logging(log.level, log.format)
     return loaded
@@ -110,10 +115,7 @@ def _run(coro: Awaitable[T]) -> T:
         err.print(f"[red]refused:[/red] {exc}", highlight=False)
         raise Exit(1) from None
     except ConfigError as exc:
-        err.print("[red]configuration error:[/red]")
-        for problem in exc.problems:
-            err.print(f"  {problem}", markup=False, highlight=False)
-        raise Exit(2) from None
+        raise _config_error(exc) from None
     except OrderwatchError as exc:
         err.print(f"[red]error:[/red] {exc}", highlight=False)
         raise Exit(2) from None
@@ -637,10 +639,7 @@ def config_check(file: Annotated[Path, typer.Argument(help="orderwatch.toml to c
     try:  # the notification channel as `serve` builds it (URL scheme, secret), not started
         build_channel(loaded.settings.notify)
     except ConfigError as exc:
-        err.print(f"[red]configuration error[/red] ({file}):")
-        for problem in exc.problems:
-            err.print(f"  {problem}", markup=False, highlight=False)
-        raise Exit(2) from None
+        raise _config_error(exc, str(file)) from None
     out.print(f"{file}: ok")
 
 

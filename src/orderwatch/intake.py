@@ -27,7 +27,7 @@ from pydantic_core import ErrorDetails
 from .errors import FieldError, ValidationFailed
 from .order import NewOrder, Recipient
 
-__all__ = ["OrderIn", "RecipientIn", "parse_import", "validate_order"]
+__all__ = ["OrderIn", "RecipientIn", "parse_import", "printable", "validate_order"]
 
 _PHONE = re.compile(r"[0-9+\- ]{5,20}")
 _WHOLE = re.compile(r"[+-]?[0-9]+")
@@ -79,7 +79,7 @@ _CONTROL = re.compile(f"[{CONTROL_CHARACTERS}]")
 _CONTROL_MESSAGE = "must not contain control characters such as NUL (tabs and line breaks are fine)"
 
 
-def _printable(value: object) -> object:
+def printable(value: object) -> object:
     """Refuse NUL and the other C0 controls but tab, LF and CR: PostgreSQL cannot store NUL
     in a text column at all (the insert would fail after every check had passed)."""
     if isinstance(value, str) and _CONTROL.search(value):
@@ -89,7 +89,7 @@ def _printable(value: object) -> object:
 
 # Before the model trims strings: its trimming takes a leading or trailing \x0b or \x0c
 # (Unicode spaces) away, where it should be refused (the API's schema refuses it).
-Printable = BeforeValidator(_printable)
+Printable = BeforeValidator(printable)
 
 
 def _optional_text(value: object) -> object:

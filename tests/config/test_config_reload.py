@@ -22,10 +22,11 @@ from pathlib import Path
 import pytest
 from config_helpers import config_center_toml, until
 from nacos_fake import FakeNacos
+from tests.support.orders import new_order
 
 from orderwatch.clock import ManualClock
 from orderwatch.config_center import ConfigWatcher, load_initial, watch_config
-from orderwatch.order import NewOrder, Order, Recipient
+from orderwatch.order import Order
 from orderwatch.service import Service
 from orderwatch.settings import load_settings
 from orderwatch.simulator import Simulator, SimulatorConfig
@@ -72,15 +73,7 @@ class Rig:
         return order
 
     async def submit(self, order_no: str) -> None:
-        new = NewOrder(
-            order_no=order_no,
-            vendor="acme",
-            sku="SKU-1001",
-            quantity=1,
-            points=12000,
-            recipient=Recipient("张三", "13800000000", "上海市浦东新区世纪大道100号"),
-        )
-        await self.service.submit([new])
+        await self.service.submit([new_order(order_no, customer_id=None)])
 
     async def burst(self) -> None:
         await self.worker.run(burst=True)

@@ -19,30 +19,18 @@ import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from tests.support.databases import KINDS, drop_templates, fresh_database
+from tests.support.orders import new_order
 
 from orderwatch import lifecycle
 from orderwatch.errors import Conflict
 from orderwatch.lifecycle import Event, Transition
-from orderwatch.order import NewOrder, Order, Recipient
+from orderwatch.order import Order
 from orderwatch.statuses import Reason, Status
 from orderwatch.store.base import OrderFilter, OutboxItem, OutboxResult, Write
 from orderwatch.store.schema import metadata
 from orderwatch.store.sql import IDLE_PING, SqlStore
 
 NOW = datetime(2026, 11, 26, 8, 0, tzinfo=UTC)
-
-
-def new_order(no: str, **changes: object) -> NewOrder:
-    base = NewOrder(
-        order_no=no,
-        vendor="acme",
-        sku="SKU-1",
-        quantity=1,
-        points=100,
-        recipient=Recipient("张三", "13800000000", "上海市浦东新区世纪大道100号"),
-        customer_id="C1",
-    )
-    return replace(base, **changes)  # type: ignore[arg-type]
 
 
 @pytest.fixture(params=[*KINDS, "sqlite-rowwise"])

@@ -19,9 +19,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from tests.support.orders import new_order
 
 from orderwatch.clock import ManualClock
-from orderwatch.order import NewOrder, Order, Recipient
+from orderwatch.order import Order
 from orderwatch.service import Service
 from orderwatch.settings import load_settings
 from orderwatch.sim_dialect import load_dialect
@@ -110,19 +111,6 @@ async def make_vendors(tmp_path: Path, clock: ManualClock) -> AsyncIterator[Make
         await sim.stop()
 
 
-def new_order(order_no: str, vendor: str) -> NewOrder:
-    return NewOrder(
-        order_no=order_no,
-        vendor=vendor,
-        sku="SKU-1001",
-        quantity=2,
-        points=12000,
-        recipient=Recipient("张三", "13800000000", "上海市浦东新区世纪大道100号"),
-        payment_status="PAID",
-        customer_id="C0001",
-    )
-
-
 def expected(sim: Simulator, order: Order) -> None:
     """The order ended as the simulator decided its fate, and was placed exactly once."""
     fate = sim._fate(order.order_no)
@@ -147,7 +135,11 @@ def expected(sim: Simulator, order: Order) -> None:
 
 
 async def submit_both(v: Vendors, per_vendor: int) -> list[str]:
-    orders = [new_order(f"{n[:2].upper()}{i:04d}", n) for n in VENDORS for i in range(per_vendor)]
+    orders = [
+        new_order(f"{n[:2].upper()}{i:04d}", vendor=n, quantity=2)
+        for n in VENDORS
+        for i in range(per_vendor)
+    ]
     result = await v.service.submit(orders, actor="test")
     assert len(result.created) == len(orders)
     return [o.order_no for o in orders]

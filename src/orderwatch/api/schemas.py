@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
-from ..intake import CONTROL_CHARACTERS
+from ..intake import printable
 from ..statuses import Reason, Status
 
 __all__ = [
@@ -222,19 +222,10 @@ class ProblemOut(BaseModel):
 # ------------------------------------------------------------------------------ bodies
 
 _STRICT = ConfigDict(extra="forbid", strict=True)
-_CONTROL = re.compile(f"[{CONTROL_CHARACTERS}]")
-
-
-def _printable(value: str | None) -> str | None:
-    """Operators' text is refused with a control character in it, as an order's is
-    (intake): PostgreSQL cannot store NUL, and none belongs in a note or a name."""
-    if value is not None and _CONTROL.search(value):
-        raise ValueError("must not contain control characters")
-    return value
 
 
 def _not_blank(value: str | None) -> str | None:
-    _printable(value)  # before stripping: Python strips \x1c-\x1f and \x0b as spaces
+    printable(value)  # before stripping: Python strips \x1c-\x1f and \x0b as spaces
     if value is not None and not value.strip():
         raise ValueError("must not be blank")
     return value.strip() if value is not None else None
@@ -247,7 +238,7 @@ class NoteIn(BaseModel):
 
     note: str | None = Field(None, max_length=1000)
 
-    _note = field_validator("note")(_printable)
+    _note = field_validator("note")(printable)
 
 
 class ResolveIn(BaseModel):
@@ -270,7 +261,7 @@ class PauseIn(BaseModel):
 
     note: str | None = Field(None, max_length=1000)
 
-    _note = field_validator("note")(_printable)
+    _note = field_validator("note")(printable)
 
 
 class FilterIn(BaseModel):
@@ -285,7 +276,7 @@ class FilterIn(BaseModel):
     created_after: Rfc3339 | None = Field(None, description="RFC 3339; inclusive.")
     created_before: Rfc3339 | None = Field(None, description="RFC 3339; exclusive.")
 
-    _names = field_validator("vendor", "customer_id")(_printable)
+    _names = field_validator("vendor", "customer_id")(printable)
 
 
 class BulkRetryIn(BaseModel):
@@ -295,7 +286,7 @@ class BulkRetryIn(BaseModel):
     dry_run: bool = Field(False, description="Only count what would change.")
     note: str | None = Field(None, max_length=1000, description="Recorded on each event.")
 
-    _note = field_validator("note")(_printable)
+    _note = field_validator("note")(printable)
 
 
 class BulkResolveIn(BaseModel):
