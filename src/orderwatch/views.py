@@ -12,18 +12,15 @@ can hand the result straight to ``json.dumps``.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Collection, Mapping, Sequence
 from datetime import UTC, date, datetime
 from enum import Enum
 from typing import Any
 
+from . import jsontext
 from .lifecycle import Event, Transition
 from .order import Order
 from .store.base import OutboxItem
-
-# One encoder for the hot path: json.dumps with options builds a new one per call.
-_JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 
 __all__ = [
     "event_view",
@@ -180,7 +177,7 @@ def notification_body(transition: Transition) -> str:
         "timestamp": rfc3339(transition.order.updated_at),
         "data": order_view(transition.order),
     }
-    return _JSON.encode(body)
+    return jsontext.dumps(body)
 
 
 def outbox_item(transition: Transition, enabled: Collection[str]) -> OutboxItem | None:

@@ -366,3 +366,41 @@ async def test_a_plugin_place_answer_the_order_cannot_keep_is_reconciled(
     assert done["R1"].status.is_final
     assert done["R1"].vendor_order_id is None or "\x00" not in done["R1"].vendor_order_id
     assert sim.place_requests["R1"] == 1
+
+
+@pytest.mark.parametrize("db_kind", KINDS)
+async def test_logistics_beyond_what_orjson_holds_are_kept_exactly(
+    hostile: Any, clock: Any, make_service: Any, make_worker: Any, drive: Any
+) -> None:
+    """orderwatch writes its rows and notification bodies with orjson, which refuses an
+    integer beyond 64 bits and reads one back as a float. A vendor's logistics holding
+    one (a vendor's own parcel id sent as a number), a float and Chinese text are stored,
+    read back for the next poll, written again and put in the notifications unchanged."""
+    logistics = {
+        "carrier": "顺丰",
+        "tracking_no": "SF1234567890",
+        "parcel_id": 123456789012345678901234567890,
+        "weight_kg": 1.25,
+        "events": [{"at": "2026-12-01T10:00:00Z", "where": "北京", "n": -(2**70)}],
+    }
+    queries = 0
+
+    def on_query(body: dict[str, Any]) -> Answer:
+        nonlocal queries
+        queries += 1
+        if queries == 1:
+            return ok(status="SHIPPED", logistics=logistics, vendor_order_id="V1")
+        return ok(status="DELIVERED", vendor_order_id="V1")  # no logistics: the kept ones
+
+    vendor = await hostile(lambda b: ok(vendor_order_id="V1", status="ACCEPTED"), on_query)
+    service = await make_service(vendor.base_url, clock)
+    await service.submit([new_order("R1")], actor="test")
+    r1 = (await asyncio.wait_for(drive(service, make_worker(service), clock, ["R1"]), 30))["R1"]
+    assert r1.status is Status.SUCCEEDED, (r1.status, r1.description)
+    assert r1.logistics == logistics
+    assert isinstance(r1.logistics["parcel_id"], int)
+    notes = await service.store.list_outbox(r1.id)
+    bodies = {n.event_type: json.loads(n.payload) for n in notes}
+    assert set(bodies) == {"order.shipped", "order.succeeded"}, set(bodies)
+    for kind, body in bodies.items():
+        assert body["data"]["logistics"] == logistics, kind

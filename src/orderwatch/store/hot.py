@@ -16,14 +16,12 @@ from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+from .. import jsontext
 from ..lifecycle import Event
 from ..order import Order, Recipient
 from ..statuses import Reason, Status
 from .base import OutboxItem, Write
 from .schema import ORDER_COLUMNS, order_events
-
-# One encoder for the hot path: json.dumps with options builds a new one per call.
-_JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 
 _EVENT_COLUMNS = tuple(c.name for c in order_events.columns if c.name != "id")
 #: What a write-back that gives the row back clears.
@@ -72,7 +70,7 @@ _SQLITE_HELD = (
 
 def json_ids(ids: Sequence[int]) -> str:
     """Ids bound as one JSON parameter, for ``id IN (SELECT value FROM json_each(?))``."""
-    return _JSON.encode(ids)
+    return jsontext.dumps(ids)
 
 
 def _id_list(ids: Iterable[int]) -> str:
@@ -114,7 +112,7 @@ _SKIP = "/*skip*/"  # where a claim leaves out vendors with a backlog (HotPath.s
 
 
 def _dumps(value: Any) -> str | None:
-    return None if value is None else _JSON.encode(value)
+    return None if value is None else jsontext.dumps(value)
 
 
 class HotPath:
@@ -365,7 +363,7 @@ class HotPath:
         takeovers = row[_COL["takeovers"]]
         if lease is not None and row[_COL["locked_until"]] is not None:
             takeovers += 1  # a lease that was never released: its holder died or hung
-        rec = json.loads(row[_COL["recipient"]])
+        rec = jsontext.loads(row[_COL["recipient"]])
         reason = row[_COL["reason"]]
         logistics = row[_COL["logistics"]]
         return Order(
@@ -383,6 +381,7 @@ class HotPath:
             description=row[_COL["description"]],
             vendor_order_id=row[_COL["vendor_order_id"]],
             vendor_status=row[_COL["vendor_status"]],
+            # a vendor's logistics may hold an integer beyond 64 bits: json keeps it exact
             logistics=json.loads(logistics) if logistics is not None else None,
             queries=row[_COL["queries"]],
             abnormal=row[_COL["abnormal"]],

@@ -32,6 +32,7 @@ import sqlalchemy as sa
 from sqlalchemy import Connection, Engine, event, func, select
 from sqlalchemy.engine import make_url
 
+from .. import jsontext
 from ..errors import Conflict, OrderNotFound, SchemaNotCurrent
 from ..lifecycle import Event, Transition
 from ..order import NewOrder, Order, Recipient, evolve
@@ -55,9 +56,6 @@ from .hot import (
     outbox_fields,
 )
 from .schema import order_events, order_tombstones, orders, outbox, vendor_pauses
-
-# One encoder for the hot path: json.dumps with options builds a new one per call.
-_JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 
 T = TypeVar("T")
 
@@ -95,7 +93,7 @@ def new_token() -> str:
 def _dumps(value: Any) -> str | None:
     if value is None:
         return None
-    return _JSON.encode(value)
+    return jsontext.dumps(value)
 
 
 def _loads(value: str | None) -> Any:
@@ -489,7 +487,7 @@ class SqlStore:
             try:
                 rows: Sequence[Sequence[Any]]
                 cur.execute(claim_sql, params)
-                rows = json.loads(_one(cur)) if self._sqlite_batch else cur.fetchall()
+                rows = jsontext.loads(_one(cur)) if self._sqlite_batch else cur.fetchall()
                 if not rows:
                     return []
                 prefix = os.urandom(6).hex()
@@ -557,7 +555,7 @@ class SqlStore:
                 for some in _chunks(ids, 500):
                     if sqlite:
                         cur.execute(*hot.sqlite_held(some))
-                        held.update((i, t) for i, t in json.loads(_one(cur)))
+                        held.update((i, t) for i, t in jsontext.loads(_one(cur)))
                     else:
                         cur.execute(hot.held(some))
                         held.update(cur.fetchall())
