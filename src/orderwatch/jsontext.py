@@ -2,12 +2,14 @@
 
 Every vendor call stores a row, an event and often a notification body as JSON, and every
 claim reads rows back as JSON: with the standard library that was about a twentieth of the
-worker's CPU. orjson does the same work several times faster. It differs from
-``json`` in a few corners, which :func:`dumps` covers by falling back to the standard
-library: integers beyond 64 bits (a vendor's logistics may hold one), keys that are not
-strings, and values it would turn into text where ``json`` refuses them (datetimes and
-dataclasses are passed through, so they still fail as they did). NaN is not a concern:
-what reaches here has been checked (``outcomes.logistics_problem``) or is ours.
+worker's CPU. orjson does the same work several times faster. It differs from ``json`` in
+a few corners, which :func:`dumps` covers by falling back to the standard library:
+integers beyond 64 bits (a vendor's logistics may hold one), keys that are not strings,
+subclasses of built-in types (a plug-in's dict that overrides ``items()`` is written as
+``json`` writes it, as its size was checked), and datetimes and dataclasses, which still
+fail as they did. What is passed here are plain JSON values: logistics checked by
+``outcomes.logistics_problem`` (no NaN), details and views built by orderwatch. (orjson
+would also write a plain ``Enum`` or a ``UUID``, which ``json`` refuses; none is passed.)
 
 :func:`loads` is for text orderwatch wrote itself (rows, recipients): orjson reads an
 integer beyond 64 bits as a float, so a vendor's logistics are read with
@@ -22,7 +24,11 @@ from typing import Any
 import orjson
 
 _STDLIB = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
-_OPTIONS = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
+_OPTIONS = (
+    orjson.OPT_PASSTHROUGH_DATETIME
+    | orjson.OPT_PASSTHROUGH_DATACLASS
+    | orjson.OPT_PASSTHROUGH_SUBCLASS
+)
 
 
 def dumps(value: Any) -> str:

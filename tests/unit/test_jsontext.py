@@ -73,3 +73,15 @@ def test_nan_is_never_written_as_text_a_json_reader_refuses() -> None:
     """What reaches here was checked for NaN; were one to slip through, the row and the
     webhook body stay JSON (null), not Python's ``NaN``, which JSON readers refuse."""
     assert jsontext.dumps([math.nan, -math.inf]) == "[null,null]"
+
+
+def test_a_subclass_is_written_as_the_standard_library_writes_it() -> None:
+    """A plug-in's logistics may hold a dict subclass: its size is checked with json, so
+    what is stored must be json's text for it, not the dict's raw contents."""
+
+    class Masked(dict[str, str]):
+        def items(self) -> Any:
+            return [(k, "***") for k in self]
+
+    value = {"events": [Masked(phone="13800000000")], "n": True}
+    assert jsontext.dumps(value) == COMPACT.encode(value) == '{"events":[{"phone":"***"}],"n":true}'
