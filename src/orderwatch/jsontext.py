@@ -39,9 +39,14 @@ def dumps(value: Any) -> str:
         return _STDLIB.encode(value)
 
 
+def dumps_or_none(value: Any) -> str | None:
+    """:func:`dumps`, with None (SQL NULL) for None: a nullable JSON column."""
+    return None if value is None else dumps(value)
+
+
 def loads(text: str | bytes) -> Any:
     """JSON text that orderwatch wrote (no integers beyond 64 bits)."""
     return orjson.loads(text)
 
 
-__all__ = ["dumps", "loads"]
+__all__ = ["dumps", "dumps_or_none", "loads"]

@@ -111,10 +111,6 @@ _COL = {name: i for i, name in enumerate(ORDER_COLUMNS)}
 _SKIP = "/*skip*/"  # where a claim leaves out vendors with a backlog (HotPath.skipping)
 
 
-def _dumps(value: Any) -> str | None:
-    return None if value is None else jsontext.dumps(value)
-
-
 class HotPath:
     """Driver SQL for one dialect: ``sqlite``, ``postgresql`` or ``mysql``."""
 
@@ -421,7 +417,7 @@ def order_fields(
         "description": order.description,
         "vendor_order_id": order.vendor_order_id,
         "vendor_status": order.vendor_status,
-        "logistics": _dumps(order.logistics),
+        "logistics": jsontext.dumps_or_none(order.logistics),
         "queries": order.queries,
         "abnormal": order.abnormal,
         "takeovers": order.takeovers,
@@ -475,6 +471,6 @@ def event_fields(
         "http_status": ev.http_status,
         "vendor_code": ev.vendor_code,
         "latency_ms": ev.latency_ms,
-        "detail": _dumps(ev.detail),
+        "detail": jsontext.dumps_or_none(ev.detail),
         "actor": ev.actor,
     }

@@ -90,12 +90,6 @@ def new_token() -> str:
     return os.urandom(8).hex()
 
 
-def _dumps(value: Any) -> str | None:
-    if value is None:
-        return None
-    return jsontext.dumps(value)
-
-
 def _loads(value: str | None) -> Any:
     return None if value is None else json.loads(value)
 
@@ -381,7 +375,7 @@ class SqlStore:
                     "sku": o.sku,
                     "quantity": o.quantity,
                     "points": o.points,
-                    "recipient": _dumps(
+                    "recipient": jsontext.dumps(
                         {
                             "name": o.recipient.name,
                             "phone": o.recipient.phone,
