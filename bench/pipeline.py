@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import json
 import os
 import platform
@@ -161,6 +162,31 @@ def count_transactions(store: Any) -> tuple[dict[str, int], dict[str, float]]:
 
     store._tx = counted
     return counts, cpu
+
+
+class GcTimer:
+    """CPU seconds the cyclic garbage collector takes, and its collections by generation
+    (``gc.callbacks``): the part of a process's CPU that depends on how many objects it
+    keeps alive, not on the code it runs."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+        self.collections = [0, 0, 0]
+        self._started = 0.0
+
+    def _callback(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._started = time.thread_time()
+        else:
+            self.seconds += time.thread_time() - self._started
+            self.collections[info["generation"]] += 1
+
+    def start(self) -> None:
+        gc.callbacks.append(self._callback)
+
+    def stop(self) -> None:
+        with contextlib.suppress(ValueError):
+            gc.callbacks.remove(self._callback)
 
 
 def peak_rss_mb() -> float:
@@ -454,6 +480,8 @@ async def role_worker(a: dict[str, Any]) -> dict[str, Any]:
         threads0 = thread_cpu_seconds()
         sys0 = sys_seconds()
         cpu0, t0 = cpu_seconds(), time.perf_counter()
+        gc_timer = GcTimer()
+        gc_timer.start()
         profile.start()
         run = asyncio.create_task(worker.run())
         mon = asyncio.create_task(watch.run())
@@ -465,6 +493,7 @@ async def role_worker(a: dict[str, Any]) -> dict[str, Any]:
         finally:
             threads1 = thread_cpu_seconds()
             sys1 = sys_seconds()
+            gc_timer.stop()
             db_cpu = dict(tx_cpu)
             mon.cancel()
             worker.stop()
@@ -476,6 +505,9 @@ async def role_worker(a: dict[str, Any]) -> dict[str, Any]:
         await asyncio.to_thread(profile.save)
         wall, cpu = watch.end_wall - t0, watch.end_cpu - cpu0
         s = worker.stats
+        # SENT groups whose durable commit went to the database thread because recent ones
+        # were slow (SqlStore._fsync_inline): each adds a thread hop and GIL contention
+        durable_off_loop = getattr(service.store, "_durable_on_thread", 0)
         counts = await service.store.counts(now=clock.now())
     finally:
         await service.close()
@@ -496,6 +528,8 @@ async def role_worker(a: dict[str, Any]) -> dict[str, Any]:
         "cpu_util": cpu / wall if wall else 0.0,
         "cpu_per_call_us": cpu / calls * 1e6 if calls else 0.0,
         "sys_cpu_per_call_us": (sys1 - sys0) / calls * 1e6 if calls else 0.0,
+        "gc_cpu_per_call_us": gc_timer.seconds / calls * 1e6 if calls else 0.0,
+        "gc_collections": gc_timer.collections,
         "transactions": transactions,
         "db_cpu_per_call_us": {k: v / calls * 1e6 for k, v in db_cpu.items()} if calls else {},
         "calls_per_transaction": calls / max(1, sum(transactions.values())),
@@ -509,6 +543,7 @@ async def role_worker(a: dict[str, Any]) -> dict[str, Any]:
         "flushes": s.flushes,
         "sent_commits": s.sent_commits,
         "discarded": s.discarded,
+        "durable_off_loop": durable_off_loop,
         "mean_inflight": watch.inflight / max(1, watch.samples),
         "idle_fraction": watch.idle / max(1, watch.samples),
         "timeline": watch.timeline,
@@ -586,6 +621,8 @@ async def role_ceiling(a: dict[str, Any]) -> dict[str, Any]:
 
     rss_before = current_rss_mb()
     sys0 = sys_seconds()
+    gc_timer = GcTimer()
+    gc_timer.start()
     cpu0, t0 = cpu_seconds(), time.perf_counter()
     try:
         await asyncio.gather(*(runner() for _ in range(conc)))
@@ -593,6 +630,7 @@ async def role_ceiling(a: dict[str, Any]) -> dict[str, Any]:
         wall = time.perf_counter() - t0
         cpu = cpu_seconds() - cpu0
         sys_cpu = sys_seconds() - sys0
+        gc_timer.stop()
         await session.close()
     return {
         "places": n,
@@ -605,6 +643,8 @@ async def role_ceiling(a: dict[str, Any]) -> dict[str, Any]:
         "cpu_util": cpu / wall if wall else 0.0,
         "cpu_per_call_us": cpu / calls * 1e6 if calls else 0.0,
         "sys_cpu_per_call_us": sys_cpu / calls * 1e6 if calls else 0.0,
+        "gc_cpu_per_call_us": gc_timer.seconds / calls * 1e6 if calls else 0.0,
+        "gc_collections": gc_timer.collections,
         "rss_before_mb": rss_before,
         "peak_rss_mb": peak_rss_mb(),
     }
@@ -1053,6 +1093,7 @@ def combine(runs: list[dict[str, Any]]) -> dict[str, Any]:
         "cpu_util": cpu / wall,
         "cpu_per_call_us": cpu / calls * 1e6,
         "sys_cpu_per_call_us": sum(r["sys_cpu_per_call_us"] * r["calls"] for r in runs) / calls,
+        "gc_cpu_per_call_us": sum(r["gc_cpu_per_call_us"] * r["calls"] for r in runs) / calls,
         "peak_rss_mb": max(r["peak_rss_mb"] for r in runs),
         "calls_per_s_each": [round(r["calls_per_s"], 1) for r in runs],
         "cpu_per_call_us_each": [round(r["cpu_per_call_us"], 1) for r in runs],
@@ -1135,6 +1176,12 @@ def print_table(r: dict[str, Any]) -> None:
             f"{c['sys_cpu_per_call_us']:.0f}",
             f"{w['calls_per_transaction']:.1f} calls per database transaction "
             + str(w["transactions"]),
+        ),
+        (
+            "  of which garbage collector",
+            f"{w['gc_cpu_per_call_us']:.0f}",
+            f"{c['gc_cpu_per_call_us']:.0f}",
+            "collections by generation: " + " / ".join(f"{n:,}" for n in w["gc_collections"]),
         ),
         (
             "  of which in transactions",

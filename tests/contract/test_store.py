@@ -559,7 +559,8 @@ async def test_sqlite_durable_commits_leave_the_loop_when_the_disk_is_slow(
     """A group of SENT marks is fsynced before its requests leave. On a fast disk that
     commit runs on the loop's thread; when such commits take longer than SLOW_DURABLE (a
     network disk), they move to the database thread so the loop does not stall on each
-    fsync, and an inline probe now and then brings them back once the disk is fast."""
+    fsync, and an inline probe now and then brings them back once the disk is fast. A
+    single slow commit among fast ones (a WAL checkpoint) does not move them."""
     import threading
 
     from orderwatch.store import sql
@@ -580,8 +581,23 @@ async def test_sqlite_durable_commits_leave_the_loop_when_the_disk_is_slow(
             return await store._run(where(delay), durable=True, hot=True)
 
         assert await durable() == threading.current_thread().name  # fast disk: inline
-        for _ in range(20):  # the disk turns slow: the moving average climbs past the mark
+        # one slow commit now and then (a WAL checkpoint) leaves them on the loop
+        for _ in range(5):
             await durable(10 * sql.SLOW_DURABLE)
+            for _ in range(20):
+                await durable()
+        assert [await durable() for _ in range(sql.DURABLE_PROBE)] == [
+            threading.current_thread().name
+        ] * sql.DURABLE_PROBE
+        # the disk turns slow: the moving average climbs past the mark, and the probes
+        # (slow too) keep it there
+        slow = 1.25 * sql.DURABLE_SAMPLE_CAP
+        inline = 0
+        while await durable(slow) == threading.current_thread().name:
+            inline += 1
+        assert 2 <= inline <= 10  # a run of slow commits, not one, moves them
+        for _ in range(3 * sql.DURABLE_PROBE):
+            await durable(slow)
         names = [await durable() for _ in range(sql.DURABLE_PROBE)]
         # off the loop's thread, but for the one probe that looks at the disk again
         assert names.count("orderwatch-db_0") == sql.DURABLE_PROBE - 1, names
