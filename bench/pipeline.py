@@ -1192,7 +1192,8 @@ def print_table(r: dict[str, Any]) -> None:
                 f"{k} {v:.0f}"
                 for k, v in sorted(w["db_cpu_per_call_us"].items(), key=lambda kv: -kv[1])
                 if v >= 0.5
-            ),
+            )
+            + f"; SENT groups committed off the loop: {w.get('durable_off_loop', 0)}",
         ),
         (
             "own CPU µs / call",
