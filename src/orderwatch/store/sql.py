@@ -264,7 +264,7 @@ class SqlStore:
                     raise
             else:
                 if durable:
-                    # capped: one slow commit (a WAL checkpoint, ~20 ms) must not move the
+                    # capped: one slow commit (a WAL checkpoint, a busy neighbour) must not move the
                     # next fifty SENT groups off the loop; a run of slow ones still does
                     took = min(time.perf_counter() - started, DURABLE_SAMPLE_CAP)
                     self._durable_s += (took - self._durable_s) / 8  # moving average
@@ -1251,11 +1251,11 @@ _BUSY_TIMEOUT_MS = 30_000  # how long a transaction on the database thread waits
 #: A durable transaction slower than this (seconds, moving average) is an fsync too slow to
 #: wait for on the event loop's thread: see :meth:`SqlStore._fsync_inline`.
 SLOW_DURABLE = 0.003
-#: The most one durable transaction adds to that average: with a fast disk's commits
-#: (~0.5 ms) it takes five slow ones in a row to pass SLOW_DURABLE, not one. A WAL
-#: checkpoint makes a single commit slow now and then wherever it runs; moving SENT
-#: commits to the database thread for it only added GIL contention (bench/pipeline.py:
-#: 100 SENT groups of 547 off the loop in one run, on a disk whose fsync takes 0.3 ms).
+#: The longest a durable transaction counts for in that average: with a fast disk's commits
+#: (~0.5 ms) it takes five slow ones in a row to pass SLOW_DURABLE, not one. A single
+#: commit of 20 ms (a WAL checkpoint, a busy neighbour) used to move the next fifty SENT
+#: groups to the database thread, which only added GIL contention (bench/pipeline.py:
+#: 150 and 177 of ~470 off the loop in 6,000-order runs, on a disk whose fsync takes 0.3 ms).
 DURABLE_SAMPLE_CAP = 2 * SLOW_DURABLE
 DURABLE_PROBE = 50
 
