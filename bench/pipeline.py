@@ -189,6 +189,16 @@ class GcTimer:
             gc.callbacks.remove(self._callback)
 
 
+def durable_off_loop(store: Any) -> int:
+    """SENT groups whose durable commit went to the database thread because recent ones
+    were slow (``SqlStore._fsync_inline``, which counts its inline probes with them): each
+    costs a thread hop and contention for the GIL."""
+    from orderwatch.store import sql
+
+    decided_slow: int = getattr(store, "_durable_on_thread", 0)
+    return decided_slow - decided_slow // sql.DURABLE_PROBE
+
+
 def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
 
@@ -229,12 +239,16 @@ def thread_cpu_seconds() -> dict[str, float]:
 
 
 def src_digest() -> str:
-    """A digest of src/orderwatch, to tell which state of the code a result belongs to."""
+    """A digest of the orderwatch package that runs (the one on PYTHONPATH when comparing
+    two worktrees), to tell which state of the code a result belongs to."""
     import hashlib
 
+    import orderwatch
+
+    package = Path(orderwatch.__file__).parent
     h = hashlib.sha256()
-    for path in sorted((ROOT / "src" / "orderwatch").rglob("*.py")):
-        h.update(str(path.relative_to(ROOT)).encode())
+    for path in sorted(package.rglob("*.py")):
+        h.update(str(path.relative_to(package.parent)).encode())
         h.update(path.read_bytes())
     return h.hexdigest()[:16]
 
@@ -505,9 +519,7 @@ async def role_worker(a: dict[str, Any]) -> dict[str, Any]:
         await asyncio.to_thread(profile.save)
         wall, cpu = watch.end_wall - t0, watch.end_cpu - cpu0
         s = worker.stats
-        # SENT groups whose durable commit went to the database thread because recent ones
-        # were slow (SqlStore._fsync_inline): each adds a thread hop and GIL contention
-        durable_off_loop = getattr(service.store, "_durable_on_thread", 0)
+        off_loop = durable_off_loop(service.store)
         counts = await service.store.counts(now=clock.now())
     finally:
         await service.close()
@@ -543,7 +555,7 @@ async def role_worker(a: dict[str, Any]) -> dict[str, Any]:
         "flushes": s.flushes,
         "sent_commits": s.sent_commits,
         "discarded": s.discarded,
-        "durable_off_loop": durable_off_loop,
+        "durable_off_loop": off_loop,
         "mean_inflight": watch.inflight / max(1, watch.samples),
         "idle_fraction": watch.idle / max(1, watch.samples),
         "timeline": watch.timeline,

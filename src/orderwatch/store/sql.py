@@ -22,6 +22,7 @@ import json
 import os
 import sqlite3
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
@@ -219,7 +220,8 @@ class SqlStore:
         # Hot calls on the caller's thread: SQLite files only (an in-memory database is one
         # connection per thread, and a server's round trips must not block the loop).
         self._inline = self.dialect == "sqlite" and isinstance(self.engine.pool, sa.pool.QueuePool)
-        self._durable_s = 0.0  # moving average of an inline durable transaction, seconds
+        # the last inline durable transactions: whether each took longer than SLOW_DURABLE
+        self._durable_slow: deque[bool] = deque(maxlen=DURABLE_WINDOW)
         self._durable_on_thread = 0
         self._skip_locked = self.dialect in ("postgresql", "mysql")
         self._hot = HotPath(self.dialect)
@@ -264,21 +266,20 @@ class SqlStore:
                     raise
             else:
                 if durable:
-                    # capped: one slow commit (a WAL checkpoint, a busy neighbour) must not move the
-                    # next fifty SENT groups off the loop; a run of slow ones still does
-                    took = min(time.perf_counter() - started, DURABLE_SAMPLE_CAP)
-                    self._durable_s += (took - self._durable_s) / 8  # moving average
+                    took = time.perf_counter() - started
+                    self._durable_slow.append(took > SLOW_DURABLE)
                 return result
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, self._tx, fn, mode)
 
     def _fsync_inline(self) -> bool:
         """Whether a hot durable transaction (a group of SENT marks) runs on the loop's
-        thread: yes while such commits take under :data:`SLOW_DURABLE` (a local SSD's
-        fsync); on a slower disk the loop would stall on every fsync, so they go to the
+        thread: yes while slow ones (over :data:`SLOW_DURABLE`, a local SSD's fsync) are
+        rare — fewer than :data:`DURABLE_SLOW_COUNT` of the last :data:`DURABLE_WINDOW`; on
+        a disk whose fsyncs are often slow the loop would stall on them, so they go to the
         database thread, and one in :data:`DURABLE_PROBE` runs inline to notice when the
         disk is fast again."""
-        if self._durable_s < SLOW_DURABLE:
+        if sum(self._durable_slow) < DURABLE_SLOW_COUNT:
             return True
         self._durable_on_thread += 1
         return self._durable_on_thread % DURABLE_PROBE == 0
@@ -1248,15 +1249,17 @@ def _setup_server(engine: Engine) -> None:
 
 
 _BUSY_TIMEOUT_MS = 30_000  # how long a transaction on the database thread waits for a lock
-#: A durable transaction slower than this (seconds, moving average) is an fsync too slow to
-#: wait for on the event loop's thread: see :meth:`SqlStore._fsync_inline`.
+#: A durable transaction slower than this (seconds) is an fsync too slow to wait for on the
+#: event loop's thread: see :meth:`SqlStore._fsync_inline`.
 SLOW_DURABLE = 0.003
-#: The longest a durable transaction counts for in that average: with a fast disk's commits
-#: (~0.5 ms) it takes five slow ones in a row to pass SLOW_DURABLE, not one. A single
-#: commit of 20 ms (a WAL checkpoint, a busy neighbour) used to move the next fifty SENT
-#: groups to the database thread, which only added GIL contention (bench/pipeline.py:
-#: 150 and 177 of ~470 off the loop in 6,000-order runs, on a disk whose fsync takes 0.3 ms).
-DURABLE_SAMPLE_CAP = 2 * SLOW_DURABLE
+#: Durable transactions leave the loop when this many of the last DURABLE_WINDOW inline ones
+#: were slow: slow ones are then the disk's habit, not an accident. One slow commit (a WAL
+#: checkpoint, a busy neighbour on a shared machine) used to be enough, through a moving
+#: average, to move the next fifty SENT groups to the database thread, where they only
+#: added GIL contention (bench/pipeline.py, 6,000 orders: 150 and 177 of ~360 SENT groups,
+#: on a disk whose fsync takes 0.3 ms; the steady load at 80 % of peak fell behind).
+DURABLE_SLOW_COUNT = 3
+DURABLE_WINDOW = 8
 DURABLE_PROBE = 50
 
 
