@@ -274,7 +274,7 @@ class SqlStore:
 
     def _fsync_inline(self) -> bool:
         """Whether a hot durable transaction (a group of SENT marks) runs on the loop's
-        thread: yes while slow ones (over :data:`SLOW_DURABLE`, a local SSD's fsync) are
+        thread: yes while slow ones (over :data:`SLOW_DURABLE`) are
         rare — fewer than :data:`DURABLE_SLOW_COUNT` of the last :data:`DURABLE_WINDOW`; on
         a disk whose fsyncs are often slow the loop would stall on them, so they go to the
         database thread, and one in :data:`DURABLE_PROBE` runs inline to notice when the
@@ -1250,14 +1250,17 @@ def _setup_server(engine: Engine) -> None:
 
 _BUSY_TIMEOUT_MS = 30_000  # how long a transaction on the database thread waits for a lock
 #: A durable transaction slower than this (seconds) is an fsync too slow to wait for on the
-#: event loop's thread: see :meth:`SqlStore._fsync_inline`.
-SLOW_DURABLE = 0.003
+#: event loop's thread: see :meth:`SqlStore._fsync_inline`. On a local disk a group of a
+#: dozen SENT marks takes 1.2–2 ms (p99 3.9 ms, bench/pipeline.py, 476 groups), fsync
+#: included; sending groups to the database thread costs more than that wait (a thread hop
+#: each, and the two threads contend for the GIL: at a 3 ms mark 441 of 1,760 groups of a
+#: 20,000-order run went there, and the steady load at 80 % of peak fell behind when they
+#: did). A network disk's fsync of 10 ms or more is worth the hop.
+SLOW_DURABLE = 0.010
 #: Durable transactions leave the loop when this many of the last DURABLE_WINDOW inline ones
 #: were slow: slow ones are then the disk's habit, not an accident. One slow commit (a WAL
 #: checkpoint, a busy neighbour on a shared machine) used to be enough, through a moving
-#: average, to move the next fifty SENT groups to the database thread, where they only
-#: added GIL contention (bench/pipeline.py, 6,000 orders: 150 and 177 of ~360 SENT groups,
-#: on a disk whose fsync takes 0.3 ms; the steady load at 80 % of peak fell behind).
+#: average, to move the next fifty groups to the database thread.
 DURABLE_SLOW_COUNT = 3
 DURABLE_WINDOW = 8
 DURABLE_PROBE = 50
