@@ -266,8 +266,8 @@ async def test_orders_waiting_for_a_half_open_probe_hold_no_lane(
         make_simulator,
         make_service,
         clock,
-        latency=1.0,
-        vendor={"concurrency": 8, "timeout": "3s"},
+        latency=2.0,  # far above the 0.05 s the quick vendor's 20 take: room for a stall
+        vendor={"concurrency": 8, "timeout": "5s"},
         orders=20,
     )
     worker = make_worker(service)
@@ -281,13 +281,13 @@ async def test_orders_waiting_for_a_half_open_probe_hold_no_lane(
             fast_sim,
             20,
             started=started,
-            within=0.8,
-            why=", before the probe's answer (1 s): waiting orders held the lanes",
+            within=1.6,
+            why=", before the probe's answer (2 s): waiting orders held the lanes",
         )
         assert slow_sim.stats()["place_requests"] == 1  # only the probe is out
-        # the probe succeeds at ~1 s and closes the breaker; the other 19 go out 8 at a
-        # time (~3 more seconds), not one by one (~19)
-        await until_placed(slow_sim, 20, started=started, within=6.0, why=" (probe included)")
+        # the probe succeeds at ~2 s and closes the breaker; the other 19 go out 8 at a
+        # time (~6 more seconds), not one by one (~38)
+        await until_placed(slow_sim, 20, started=started, within=12.0, why=" (probe included)")
     assert not worker.breakers.tripped("acme")
     assert slow_sim.stats()["max_place_requests"] == 1
     assert fast_sim.stats()["max_place_requests"] == 1
