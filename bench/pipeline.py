@@ -189,16 +189,6 @@ class GcTimer:
             gc.callbacks.remove(self._callback)
 
 
-def durable_off_loop(store: Any) -> int:
-    """SENT groups whose durable commit went to the database thread because recent ones
-    were slow (``SqlStore._fsync_inline``, which counts its inline probes with them): each
-    costs a thread hop and contention for the GIL."""
-    from orderwatch.store import sql
-
-    decided_slow: int = getattr(store, "_durable_on_thread", 0)
-    return decided_slow - decided_slow // sql.DURABLE_PROBE
-
-
 def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
 
@@ -519,7 +509,7 @@ async def role_worker(a: dict[str, Any]) -> dict[str, Any]:
         await asyncio.to_thread(profile.save)
         wall, cpu = watch.end_wall - t0, watch.end_cpu - cpu0
         s = worker.stats
-        off_loop = durable_off_loop(service.store)
+        off_loop = getattr(service.store, "durable_commits_off_loop", 0)  # SQL stores only
         counts = await service.store.counts(now=clock.now())
     finally:
         await service.close()
