@@ -841,6 +841,9 @@ def run_benchmark(opts: argparse.Namespace) -> dict[str, Any]:
     }
 
     def ceiling(tag: str, queries: int) -> dict[str, Any]:
+        # with --profile, the run after the worker's is profiled too: the same libraries'
+        # cost per call in the bare client, beside the worker's
+        out = str(RESULTS / f"pipeline-{stamp}-ceiling") if opts.profile else None
         result = measured(
             sim,
             lambda: child(
@@ -848,6 +851,7 @@ def run_benchmark(opts: argparse.Namespace) -> dict[str, Any]:
                 {**common, "orders": n, "queries": queries, "prefix": f"C{tag}-"},
                 workdir,
                 timeout=opts.timeout,
+                wrapper=profiler_command(opts.profile, out) if tag == "after" else None,
             ),
         )
         say(

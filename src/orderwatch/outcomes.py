@@ -12,6 +12,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+
 #: What the database keeps of an answer's identifiers (orders.vendor_order_id is
 #: VARCHAR(128); order_events.vendor_code and orders.vendor_status VARCHAR(32)): a longer
 #: value would fail the write of every result in the worker's batch.
@@ -39,6 +41,21 @@ def logistics_problem(value: dict[str, Any]) -> str | None:
         return "holds a value that is not JSON"
     if size > MAX_LOGISTICS:
         return f"is larger than {MAX_LOGISTICS} characters of JSON"
+    return None
+
+
+def parsed_logistics_problem(value: dict[str, Any]) -> str | None:
+    """:func:`logistics_problem` for logistics that ``json.loads`` made (dicts, lists,
+    text, numbers, booleans, null: nothing orjson writes that json refuses), answered by
+    orjson when it can: it writes NaN and Infinity as null, so text holding null, and
+    anything orjson refuses (an integer beyond 64 bits) or that may be too long, is checked
+    the strict way."""
+    try:
+        text = orjson.dumps(value)
+    except TypeError:  # orjson.JSONEncodeError
+        return logistics_problem(value)
+    if len(text) > MAX_LOGISTICS or b"null" in text:  # bytes >= characters
+        return logistics_problem(value)
     return None
 
 

@@ -17,6 +17,8 @@ from datetime import UTC, date, datetime
 from enum import Enum
 from typing import Any
 
+import orjson
+
 from . import jsontext
 from .lifecycle import Event, Transition
 from .order import Order
@@ -33,6 +35,12 @@ __all__ = [
 ]
 
 _STARS = "****"
+#: orjson writes these itself where _jsonable would give text: refuse them instead
+_PLAIN_ONLY = (
+    orjson.OPT_PASSTHROUGH_DATETIME
+    | orjson.OPT_PASSTHROUGH_DATACLASS
+    | orjson.OPT_PASSTHROUGH_SUBCLASS
+)
 
 
 def rfc3339(dt: datetime) -> str:
@@ -40,13 +48,13 @@ def rfc3339(dt: datetime) -> str:
 
     A naive datetime is taken to be UTC already, which is how the stores hand times back.
     """
-    if dt.tzinfo is not None:
+    # isoformat() is C code, and by default writes the microseconds only when there are
+    # any; strftime, replace() and a timespec argument each cost more than all of it
+    if dt.tzinfo is None:
+        return dt.isoformat() + "Z"
+    if dt.tzinfo is not UTC:
         dt = dt.astimezone(UTC)
-    # isoformat is C code; strftime costs several times more on every view and webhook
-    return (
-        dt.replace(tzinfo=None).isoformat(timespec="microseconds" if dt.microsecond else "seconds")
-        + "Z"
-    )
+    return dt.isoformat()[:-6] + "Z"  # "+00:00" -> "Z"
 
 
 def _time(dt: datetime | None) -> str | None:
@@ -132,6 +140,13 @@ def order_view(
     pass their clock uniformly; the shape does not depend on it today.
     """
     del now  # nothing in the public shape is relative to the current time (yet)
+    view = _view(order, _jsonable(order.logistics), mask=mask)
+    if events is not None:
+        view["events"] = [event_view(e) for e in events]
+    return view
+
+
+def _view(order: Order, logistics: Any, *, mask: bool = False) -> dict[str, Any]:
     recipient = order.recipient
     return {
         "order_no": order.order_no,
@@ -152,7 +167,7 @@ def order_view(
         "reason_text": None if order.reason is None else order.reason.text,
         "description": order.description,
         "vendor_order_id": order.vendor_order_id,
-        "logistics": _jsonable(order.logistics),
+        "logistics": logistics,
         "counters": {
             "queries": order.queries,
             "abnormal": order.abnormal,
@@ -162,7 +177,6 @@ def order_view(
         "next_run_at": _time(order.next_run_at),
         "created_at": rfc3339(order.created_at),
         "updated_at": rfc3339(order.updated_at),
-        **({} if events is None else {"events": [event_view(e) for e in events]}),
     }
 
 
@@ -172,12 +186,21 @@ def notification_body(transition: Transition) -> str:
     Written to the outbox in the same transaction as the transition, so every retry sends
     the same bytes and a notification never describes a state that was not committed.
     """
-    body = {
+    order = transition.order
+    # The logistics go to orjson as they are: it writes plain JSON values exactly as
+    # jsontext.dumps writes them once made plain, and refuses (TypeError) whatever
+    # _jsonable would change — a datetime, a subclass, a set, a key that is not a string,
+    # an integer beyond 64 bits — in which case the body is made as order_view makes it.
+    body: dict[str, Any] = {
         "type": transition.notify,
-        "timestamp": rfc3339(transition.order.updated_at),
-        "data": order_view(transition.order),
+        "timestamp": rfc3339(order.updated_at),
+        "data": _view(order, order.logistics),
     }
-    return jsontext.dumps(body)
+    try:
+        return orjson.dumps(body, option=_PLAIN_ONLY).decode()
+    except TypeError:  # orjson.JSONEncodeError
+        body["data"]["logistics"] = _jsonable(order.logistics)
+        return jsontext.dumps(body)
 
 
 def outbox_item(transition: Transition, enabled: Collection[str]) -> OutboxItem | None:

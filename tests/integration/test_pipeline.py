@@ -26,6 +26,7 @@ from tests.support.databases import KINDS
 from tests.support.orders import new_order
 
 from orderwatch import lifecycle
+from orderwatch import worker as worker_module
 from orderwatch.clock import CompressedClock, ManualClock
 from orderwatch.demo import make_orders, run_demo, simulator_config
 from orderwatch.errors import Conflict
@@ -643,6 +644,57 @@ async def test_burst_waits_for_a_write_back_still_being_applied(
     assert order.queries == 1, "burst returned before the query that was due at once"
     assert order.next_run_at is not None
     assert order.next_run_at > w.clock.now()
+
+
+async def test_a_full_batch_of_results_is_written_at_once(
+    clock: ManualClock,
+    make_simulator: MakeSimulator,
+    make_service: MakeService,
+    make_worker: MakeWorker,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Results wait up to FLUSH_DELAY to share a commit, but a full batch
+    (``worker.batch_size``) is written at once, while other calls are still out: at full
+    speed every commit is full. (With nothing in flight the worker writes at once anyway.)"""
+    monkeypatch.setattr(worker_module, "FLUSH_DELAY", 30.0)
+
+    done = asyncio.Event()
+
+    async def never_answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read(1 << 16)
+        await done.wait()  # no answer while the test runs
+        writer.close()
+
+    silent = await asyncio.start_server(never_answer, "127.0.0.1", 0)
+    port = silent.sockets[0].getsockname()[1]
+    sim = await make_simulator(clock, late_rate=1.0)
+    assert sim.base_url is not None
+    service = await make_service(
+        sim.base_url,
+        clock,
+        worker={"batch_size": 3, "concurrency": 8},
+        extra_vendors={"mute": {"base_url": f"http://127.0.0.1:{port}", "timeout": "20s"}},
+    )
+    await service.submit([new_order("M1", vendor="mute")], actor="test")
+    await service.submit([new_order(f"R{i}") for i in (1, 2, 3)], actor="test")
+    worker = make_worker(service)
+    running = asyncio.create_task(worker.run())
+    try:
+        deadline = time.monotonic() + 10
+        while True:  # acme's three answers, written while M1's call is still out
+            orders = [(await service.get(f"R{i}")).order for i in (1, 2, 3)]
+            if all(o.status is Status.ORDERED for o in orders):
+                break
+            assert time.monotonic() < deadline, [o.status for o in orders]
+            await asyncio.sleep(0.02)
+        assert worker.in_flight == 1  # M1 waits for its vendor
+        assert (await service.get("M1")).order.status is Status.SENT
+    finally:
+        done.set()  # M1's call ends (the connection closes) and the worker stops
+        worker.stop()
+        await asyncio.wait_for(running, 10)
+        silent.close()
+        await silent.wait_closed()
 
 
 @pytest.mark.timeout(60)

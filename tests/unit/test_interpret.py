@@ -18,6 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from orderwatch.outcomes import (
+    MAX_LOGISTICS,
     Abnormal,
     Accepted,
     Delivered,
@@ -26,6 +27,8 @@ from orderwatch.outcomes import (
     Rejected,
     UnknownOrder,
     VendorFailed,
+    logistics_problem,
+    parsed_logistics_problem,
 )
 from orderwatch.settings import DEFAULT_STATUS_MAP
 from orderwatch.vendors import signing
@@ -491,3 +494,32 @@ def test_retry_after_seconds(value: str | None, expected: float | None) -> None:
 
     assert got == expected
     assert got is None or (math.isfinite(got) and got >= 0)
+
+
+# What json.loads makes of a vendor's logistics: text, 64-bit and larger integers, floats
+# with NaN and Infinity (json.loads takes them), booleans, null, lists and objects.
+parsed_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**70), max_value=2**70)
+    | st.floats()
+    | st.text(st.characters(exclude_categories=["Cs"]), max_size=12),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner),
+    max_leaves=16,
+)
+
+
+@given(st.dictionaries(st.text(max_size=8), parsed_values, max_size=5))
+def test_parsed_logistics_are_judged_as_the_strict_check_judges_them(
+    value: dict[str, Any],
+) -> None:
+    assert parsed_logistics_problem(value) == logistics_problem(value)
+
+
+@pytest.mark.parametrize("size", [MAX_LOGISTICS - 1, MAX_LOGISTICS, MAX_LOGISTICS + 1])
+@pytest.mark.parametrize("char", ["a", "运"])
+def test_parsed_logistics_size_limit_is_in_characters(size: int, char: str) -> None:
+    value = {"t": char * (size - len('{"t":""}'))}
+    assert len(json.dumps(value, ensure_ascii=False, separators=(",", ":"))) == size
+    assert parsed_logistics_problem(value) == logistics_problem(value)
+    assert (parsed_logistics_problem(value) is None) == (size <= MAX_LOGISTICS)

@@ -8,11 +8,21 @@ from enum import Enum
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from orderwatch.lifecycle import Event
+from orderwatch import jsontext
+from orderwatch.lifecycle import Event, Transition
 from orderwatch.order import Order, Recipient
 from orderwatch.statuses import Reason, Status
-from orderwatch.views import event_view, mask_address, mask_phone, order_view, rfc3339
+from orderwatch.views import (
+    event_view,
+    mask_address,
+    mask_phone,
+    notification_body,
+    order_view,
+    rfc3339,
+)
 
 T0 = datetime(2026, 11, 26, 1, 2, 3, tzinfo=UTC)
 
@@ -320,3 +330,71 @@ def test_event_detail_is_made_plain() -> None:
         "ids": {"1": ["a"]},
     }
     assert_plain_json(detail)
+
+
+# --- notification bodies -----------------------------------------------------------------
+
+
+class _Size(Enum):
+    SMALL = 1
+
+
+class _Text(str):
+    """A str subclass: orjson refuses it, so the body is made the long way."""
+
+
+def _body_the_long_way(transition: Transition) -> str:
+    """What notification_body wrote before its fast path: order_view, made plain, as JSON."""
+    order = transition.order
+    body = {"type": transition.notify, "timestamp": rfc3339(order.updated_at)}
+    return jsontext.dumps({**body, "data": order_view(order)})
+
+
+logistics_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**70), max_value=2**70)
+    | st.floats(allow_nan=False)
+    | st.text(st.characters(exclude_categories=["Cs"]), max_size=8)
+    | st.sampled_from([T0, T0.date(), _Colour.RED, _Size.SMALL, Status.SENT, _Text("sub")]),
+    lambda inner: (
+        st.lists(inner, max_size=4)
+        | st.lists(inner, max_size=3).map(tuple)
+        | st.dictionaries(st.text(max_size=6) | st.integers(0, 9), inner, max_size=4)
+    ),
+    max_leaves=12,
+)
+
+
+@given(st.dictionaries(st.text(max_size=8), logistics_values, max_size=5))
+def test_notification_body_is_order_view_as_json(logistics: dict[str, Any]) -> None:
+    """The fast path (orjson on the logistics as they are) writes exactly what the long way
+    writes, for plain values and for every value that must be made plain first."""
+    transition = Transition(make_order(logistics=logistics), (), "order.shipped")
+    body = notification_body(transition)
+    assert body == _body_the_long_way(transition)
+    assert json.loads(body)["data"]["logistics"] == json.loads(
+        jsontext.dumps(order_view(transition.order)["logistics"])
+    )
+
+
+def test_notification_body_without_logistics() -> None:
+    transition = Transition(make_order(logistics=None), (), "order.failed")
+    assert json.loads(notification_body(transition))["data"]["logistics"] is None
+
+
+@given(
+    st.datetimes(
+        min_value=datetime(1970, 1, 2),
+        max_value=datetime(9999, 12, 30),
+        timezones=st.none()
+        | st.just(UTC)
+        | st.builds(timezone, st.timedeltas(-timedelta(hours=23), timedelta(hours=23))),
+    )
+)
+def test_rfc3339_is_utc_with_z_and_microseconds_only_when_any(dt: datetime) -> None:
+    utc = dt if dt.tzinfo is None else dt.astimezone(UTC).replace(tzinfo=None)
+    expected = utc.strftime("%Y-%m-%dT%H:%M:%S") + (
+        f".{utc.microsecond:06d}" if utc.microsecond else ""
+    )
+    assert rfc3339(dt) == expected + "Z"

@@ -32,7 +32,7 @@ from ..outcomes import (
     Rejected,
     UnknownOrder,
     VendorFailed,
-    logistics_problem,
+    parsed_logistics_problem,
     vendor_order_id_problem,
 )
 from ..settings import VendorSettings
@@ -99,7 +99,7 @@ def _logistics(data: Mapping[str, Any]) -> dict[str, Any] | None:
         isinstance(events, list) and all(isinstance(e, dict) for e in events)
     ):
         raise TypeError("data.logistics.events must be a list of objects")
-    problem = logistics_problem(value)
+    problem = parsed_logistics_problem(value)
     if problem:
         raise TypeError(f"data.logistics {problem}")
     return value
