@@ -718,30 +718,41 @@ class Worker:
             self._batch_full.set()
 
     async def _flush_after(self, delay: float) -> None:
-        if delay > 0:
-            self._flush_waiting = True
-            try:
-                await self._wait(self._batch_full, delay)
-            finally:
-                self._flush_waiting = False
-                self._batch_full.clear()
-        else:
-            await asyncio.sleep(0)
-        retry = 0.5
         while True:
-            try:
-                await self.flush()
+            full_only = False
+            if delay > 0:
+                self._flush_waiting = True
+                try:
+                    await self._wait(self._batch_full, delay)
+                finally:
+                    self._flush_waiting = False
+                    # woken by a full batch: the few results that came with it in the same
+                    # loop step wait for their own window rather than take a commit alone
+                    full_only = self._batch_full.is_set()
+                    self._batch_full.clear()
+            else:
+                await asyncio.sleep(0)
+            retry = 0.5
+            while True:
+                try:
+                    await self.flush(full_batches_only=full_only)
+                    break
+                except Exception as exc:
+                    log.warning("write_back_failed", error=str(exc).splitlines()[0], retry_in=retry)
+                    await asyncio.sleep(retry * random.uniform(0.8, 1.2))
+                    retry = min(retry * 2, 30.0)
+            if not self._pending:
                 return
-            except Exception as exc:
-                log.warning("write_back_failed", error=str(exc).splitlines()[0], retry_in=retry)
-                await asyncio.sleep(retry * random.uniform(0.8, 1.2))
-                retry = min(retry * 2, 30.0)
+            delay = FLUSH_DELAY
 
-    async def flush(self) -> None:
-        """Write every buffered result in one transaction per batch."""
+    async def flush(self, *, full_batches_only: bool = False) -> None:
+        """Write every buffered result in one transaction per batch (with
+        ``full_batches_only``, leave a last batch that is not full buffered)."""
         async with self._flush_lock:
             while self._pending:
                 batch_size = self.settings.current.worker.batch_size
+                if full_batches_only and len(self._pending) < batch_size:
+                    return
                 batch, self._pending = self._pending[:batch_size], self._pending[batch_size:]
                 try:
                     applied = await self.store.apply(batch)
