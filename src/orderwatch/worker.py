@@ -45,9 +45,9 @@ IDLE_MAX = 1.0  # real seconds between looks at the database when nothing seems 
 #: batch (``worker.batch_size`` results) goes at once. A commit costs about a millisecond
 #: of CPU whatever its size (SQLite writes every page it dirtied to the WAL), so at full
 #: speed batches should be full: at 5 ms the worker made ~10 % fewer vendor calls a second
-#: than at 20 ms, and at 20 ms (~40 results a commit) 10–20 % fewer than at 50 ms
-#: (bench/pipeline.py, alternating runs). A crash loses at most these results, whose
-#: queries are re-sent.
+#: than at 20 ms, and at 20 ms (~60 results a commit) its CPU per call was ~5 % higher than
+#: with full ones (bench/pipeline.py, alternating runs). A crash loses at most these
+#: results, whose queries are re-sent.
 FLUSH_DELAY = 0.05
 
 
