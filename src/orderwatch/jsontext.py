@@ -34,9 +34,16 @@ _OPTIONS = (
 def dumps(value: Any) -> str:
     """``json.dumps(value, ensure_ascii=False, separators=(",", ":"))``, faster."""
     try:
-        return orjson.dumps(value, option=_OPTIONS).decode()
-    except TypeError:  # orjson.JSONEncodeError is a TypeError: let json decide
+        return dumps_plain(value)
+    except TypeError:  # let json decide
         return _STDLIB.encode(value)
+
+
+def dumps_plain(value: Any) -> str:
+    """:func:`dumps` for plain JSON values only: raises TypeError (orjson.JSONEncodeError)
+    where :func:`dumps` would hand the value to the standard library, so that a caller can
+    make it plain first. orjson writes NaN and Infinity as null."""
+    return orjson.dumps(value, option=_OPTIONS).decode()
 
 
 def dumps_or_none(value: Any) -> str | None:
@@ -49,4 +56,4 @@ def loads(text: str | bytes) -> Any:
     return orjson.loads(text)
 
 
-__all__ = ["dumps", "dumps_or_none", "loads"]
+__all__ = ["dumps", "dumps_or_none", "dumps_plain", "loads"]

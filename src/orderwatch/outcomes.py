@@ -12,7 +12,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
+from . import jsontext
 
 #: What the database keeps of an answer's identifiers (orders.vendor_order_id is
 #: VARCHAR(128); order_events.vendor_code and orders.vendor_status VARCHAR(32)): a longer
@@ -47,14 +47,14 @@ def logistics_problem(value: dict[str, Any]) -> str | None:
 def parsed_logistics_problem(value: dict[str, Any]) -> str | None:
     """:func:`logistics_problem` for logistics that ``json.loads`` made (dicts, lists,
     text, numbers, booleans, null: nothing orjson writes that json refuses), answered by
-    orjson when it can: it writes NaN and Infinity as null, so text holding null, and
-    anything orjson refuses (an integer beyond 64 bits) or that may be too long, is checked
-    the strict way."""
+    orjson when it can. It writes NaN and Infinity as null, so text holding null, and
+    anything it refuses (an integer beyond 64 bits) or that may be too long, is checked the
+    strict way."""
     try:
-        text = orjson.dumps(value)
-    except TypeError:  # orjson.JSONEncodeError
+        text = jsontext.dumps_plain(value)
+    except TypeError:
         return logistics_problem(value)
-    if len(text) > MAX_LOGISTICS or b"null" in text:  # bytes >= characters
+    if len(text) > MAX_LOGISTICS or "null" in text:
         return logistics_problem(value)
     return None
 

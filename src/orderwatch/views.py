@@ -17,8 +17,6 @@ from datetime import UTC, date, datetime
 from enum import Enum
 from typing import Any
 
-import orjson
-
 from . import jsontext
 from .lifecycle import Event, Transition
 from .order import Order
@@ -35,12 +33,6 @@ __all__ = [
 ]
 
 _STARS = "****"
-#: orjson writes these itself where _jsonable would give text: refuse them instead
-_PLAIN_ONLY = (
-    orjson.OPT_PASSTHROUGH_DATETIME
-    | orjson.OPT_PASSTHROUGH_DATACLASS
-    | orjson.OPT_PASSTHROUGH_SUBCLASS
-)
 
 
 def rfc3339(dt: datetime) -> str:
@@ -187,7 +179,7 @@ def notification_body(transition: Transition) -> str:
     the same bytes and a notification never describes a state that was not committed.
     """
     order = transition.order
-    # The logistics go to orjson as they are: it writes plain JSON values exactly as
+    # The logistics go in as they are: dumps_plain writes plain JSON values exactly as
     # jsontext.dumps writes them once made plain, and refuses (TypeError) whatever
     # _jsonable would change — a datetime, a subclass, a set, a key that is not a string,
     # an integer beyond 64 bits — in which case the body is made as order_view makes it.
@@ -197,8 +189,8 @@ def notification_body(transition: Transition) -> str:
         "data": _view(order, order.logistics),
     }
     try:
-        return orjson.dumps(body, option=_PLAIN_ONLY).decode()
-    except TypeError:  # orjson.JSONEncodeError
+        return jsontext.dumps_plain(body)
+    except TypeError:
         body["data"]["logistics"] = _jsonable(order.logistics)
         return jsontext.dumps(body)
 

@@ -732,18 +732,22 @@ class Worker:
                     self._batch_full.clear()
             else:
                 await asyncio.sleep(0)
-            retry = 0.5
-            while True:
-                try:
-                    await self.flush(full_batches_only=full_only)
-                    break
-                except Exception as exc:
-                    log.warning("write_back_failed", error=str(exc).splitlines()[0], retry_in=retry)
-                    await asyncio.sleep(retry * random.uniform(0.8, 1.2))
-                    retry = min(retry * 2, 30.0)
+            await self._flush_until_stored(full_batches_only=full_only)
             if not self._pending:
                 return
             delay = FLUSH_DELAY
+
+    async def _flush_until_stored(self, *, full_batches_only: bool) -> None:
+        """:meth:`flush`, retried with backoff while the database fails."""
+        retry = 0.5
+        while True:
+            try:
+                await self.flush(full_batches_only=full_batches_only)
+                return
+            except Exception as exc:
+                log.warning("write_back_failed", error=str(exc).splitlines()[0], retry_in=retry)
+                await asyncio.sleep(retry * random.uniform(0.8, 1.2))
+                retry = min(retry * 2, 30.0)
 
     async def flush(self, *, full_batches_only: bool = False) -> None:
         """Write every buffered result in one transaction per batch (with
