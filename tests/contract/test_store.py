@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -491,6 +492,59 @@ async def test_sqlite_hot_calls_wait_for_a_lock_off_the_event_loop(tmp_path: Pat
         assert second.order_no == "L2"
         assert stalled < 1.0, f"the event loop stalled {stalled:.1f} s on a locked database"
         assert len(handed_over) == 1  # the locked claim went to the database thread
+    finally:
+        await store.close()
+
+
+async def test_sqlite_inline_transactions_are_all_or_nothing(tmp_path: Path) -> None:
+    """The hot calls' transactions on the loop's thread are begun and ended on the
+    driver's connection: a call that fails half-way leaves nothing written and the next
+    one starts clean; a statement run through SQLAlchemy joins the same transaction; what
+    commits is seen by another connection; a durable one is fsynced (synchronous=FULL)
+    and the writes after it are not."""
+    path = tmp_path / "inline.db"
+    store = SqlStore(f"sqlite:///{path}")
+    try:
+        await store.ensure_schema(auto_upgrade=True)
+        await store.insert_orders([new_order("I1")], now=NOW)
+        handed_over = count_handovers(store)
+
+        def set_sku(sku: str, *, fail: bool = False, through_sqlalchemy: bool = False) -> Any:
+            def work(conn: sa.Connection) -> str:
+                if through_sqlalchemy:
+                    conn.execute(sa.text("UPDATE orders SET sku = :sku"), {"sku": sku})
+                else:
+                    cur = conn.connection.cursor()
+                    cur.execute("UPDATE orders SET sku = ?", (sku,))
+                    cur.close()
+                if fail:
+                    raise RuntimeError("half-way")
+                row = conn.connection.cursor().execute("PRAGMA synchronous").fetchone()
+                return {1: "NORMAL", 2: "FULL"}[row[0]]
+
+            return work
+
+        def stored_sku() -> str:
+            other = sqlite3.connect(path)
+            try:
+                return str(other.execute("SELECT sku FROM orders").fetchone()[0])
+            finally:
+                other.close()
+
+        with pytest.raises(RuntimeError, match="half-way"):
+            await store._run(set_sku("HALF", fail=True), hot=True)
+        assert stored_sku() == "SKU-1001"
+        assert await store._run(set_sku("RAW"), hot=True) == "NORMAL"
+        assert stored_sku() == "RAW"
+        with pytest.raises(RuntimeError, match="half-way"):
+            await store._run(set_sku("HALF", fail=True, through_sqlalchemy=True), hot=True)
+        assert stored_sku() == "RAW"
+        assert await store._run(set_sku("CORE", through_sqlalchemy=True), hot=True) == "NORMAL"
+        assert stored_sku() == "CORE"
+        assert await store._run(set_sku("FSYNCED"), hot=True, durable=True) == "FULL"
+        assert await store._run(set_sku("AFTER"), hot=True) == "NORMAL"
+        assert stored_sku() == "AFTER"
+        assert handed_over == []  # all of it on the loop's thread
     finally:
         await store.close()
 
