@@ -347,7 +347,10 @@ class SqlStore:
             else:
                 raw.commit()
         except BaseException:
-            if conn.in_transaction():
+            if conn.invalidated:  # SQLAlchemy found the connection unusable: open another
+                self._hot_conn = None
+                conn.close()
+            elif conn.in_transaction():
                 conn.rollback()
             elif raw.in_transaction:
                 raw.rollback()
