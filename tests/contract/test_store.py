@@ -545,6 +545,15 @@ async def test_sqlite_inline_transactions_are_all_or_nothing(tmp_path: Path) -> 
         assert await store._run(set_sku("AFTER"), hot=True) == "NORMAL"
         assert stored_sku() == "AFTER"
         assert handed_over == []  # all of it on the loop's thread
+
+        def broken(conn: sa.Connection) -> None:
+            conn.invalidate()  # as SQLAlchemy does when the driver reports a dead connection
+            raise RuntimeError("connection lost")
+
+        with pytest.raises(RuntimeError, match="connection lost"):
+            await store._run(broken, hot=True)
+        assert await store._run(set_sku("AGAIN"), hot=True) == "NORMAL"  # on a new one
+        assert stored_sku() == "AGAIN"
     finally:
         await store.close()
 
