@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from datetime import datetime
 from typing import Any
@@ -47,14 +48,14 @@ class NewOrder:
         }
 
 
-@dataclass
+@dataclass(slots=True)
 class Order:
     """A stored order. Treated as immutable: a transition returns a new one (:func:`evolve`).
 
     Not ``frozen``: a frozen dataclass pays ``object.__setattr__`` for each of its fields on
     every copy, and the worker copies an order once or twice per vendor call. Nothing in
     orderwatch assigns to an Order's fields; a test checks that transitions leave their
-    input unchanged. Not ``slots`` either: :func:`evolve` copies the instance's dict.
+    input unchanged.
     """
 
     id: int
@@ -87,18 +88,19 @@ class Order:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-_FIELDS = frozenset(f.name for f in fields(Order))
-_new = object.__new__
+def _make_evolve() -> Callable[..., Order]:
+    # dataclasses.replace() re-inspects every field on every call (~15 µs for an Order); the
+    # state machine makes one or two copies per vendor call, so the copy is generated once.
+    names = [f.name for f in fields(Order)]
+    body = ", ".join(f"{n}=get({n!r}, order.{n})" for n in names)
+    namespace: dict[str, Any] = {"Order": Order}
+    exec(
+        f"def evolve(order, /, **changes):\n    get = changes.get\n    return Order({body})\n",
+        namespace,
+    )
+    fn: Callable[..., Order] = namespace["evolve"]
+    fn.__doc__ = "A copy of ``order`` with ``changes`` applied (a fast dataclasses.replace)."
+    return fn
 
 
-def evolve(order: Order, /, **changes: Any) -> Order:
-    """A copy of ``order`` with ``changes`` applied: ``dataclasses.replace``, faster. It
-    copies the instance's dict (1.2 µs) instead of calling ``__init__`` with every field
-    (3.6 µs; ``replace`` itself re-inspects the fields, ~15 µs), and the state machine
-    copies an order once or twice per vendor call."""
-    if not changes.keys() <= _FIELDS:
-        unknown = sorted(changes.keys() - _FIELDS)
-        raise TypeError(f"Order has no field {unknown[0]!r}")
-    new: Order = _new(Order)
-    new.__dict__ = {**order.__dict__, **changes}
-    return new
+evolve = _make_evolve()
