@@ -88,14 +88,22 @@ class Order:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+def _unknown(changes: dict[str, Any]) -> None:
+    names = {f.name for f in fields(Order)}
+    raise TypeError(f"Order has no field {sorted(set(changes) - names)[0]!r}")
+
+
 def _make_evolve() -> Callable[..., Order]:
     # dataclasses.replace() re-inspects every field on every call (~15 µs for an Order); the
     # state machine makes one or two copies per vendor call, so the copy is generated once.
     names = [f.name for f in fields(Order)]
     body = ", ".join(f"{n}=get({n!r}, order.{n})" for n in names)
-    namespace: dict[str, Any] = {"Order": Order}
+    # a misspelt field is refused, not ignored (as get() alone would): ~0.1 µs a copy
+    check = "    if not changes.keys() <= FIELDS:\n        unknown(changes)\n"
+    namespace: dict[str, Any] = {"Order": Order, "FIELDS": frozenset(names), "unknown": _unknown}
     exec(
-        f"def evolve(order, /, **changes):\n    get = changes.get\n    return Order({body})\n",
+        f"def evolve(order, /, **changes):\n{check}    get = changes.get\n"
+        f"    return Order({body})\n",
         namespace,
     )
     fn: Callable[..., Order] = namespace["evolve"]
