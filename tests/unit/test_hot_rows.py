@@ -1,0 +1,73 @@
+"""The SQLite write-back's rows are made directly, in the statements' column order: the
+same values, in the same places, as the column-keyed dicts the other databases bind."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from hypothesis import given
+from hypothesis import strategies as st
+from tests.support.orders import make_order
+
+from orderwatch.lifecycle import Event
+from orderwatch.statuses import Reason, Status
+from orderwatch.store.base import OutboxItem
+from orderwatch.store.hot import (
+    _EVENT_COLUMNS,
+    OUTBOX_COLUMNS,
+    WRITE_COLUMNS,
+    HotPath,
+    _insert_rows,
+    event_fields,
+    order_fields,
+    outbox_fields,
+)
+
+T0 = datetime(2026, 11, 26, 8, 0, tzinfo=UTC)
+times = st.integers(0, 10**7).map(lambda s: T0 + timedelta(seconds=s, microseconds=s % 997))
+
+orders = st.builds(
+    make_order,
+    st.sampled_from(list(Status)),
+    reason=st.none() | st.sampled_from(list(Reason)),
+    description=st.none() | st.text(max_size=20),
+    vendor_order_id=st.none() | st.text(max_size=10),
+    vendor_status=st.none() | st.text(max_size=10),
+    logistics=st.none() | st.dictionaries(st.text(max_size=5), st.integers() | st.text()),
+    queries=st.integers(0, 50),
+    abnormal=st.integers(0, 50),
+    takeovers=st.integers(0, 5),
+    placements=st.integers(0, 3),
+    unknown_streak=st.integers(0, 5),
+    next_run_at=st.none() | times,
+    started_at=times,
+    placed_at=st.none() | times,
+    updated_at=times,
+)
+
+
+@given(orders, st.booleans())
+def test_a_write_row_holds_order_fields_values_in_column_order(order: Any, release: bool) -> None:
+    hot = HotPath("sqlite")
+    row = hot.write_row(order, release)
+    fields = order_fields(order, "token", hot.time_in)
+    assert row == (order.id, int(release), *(fields[c] for c in WRITE_COLUMNS))
+
+
+def test_event_and_outbox_fields_come_in_column_order() -> None:
+    """So that the multi-row INSERTs take their values as they come (the fast path)."""
+    order = make_order(Status.FAILED, reason=Reason.MAX_POLLS_EXCEEDED)
+    event = Event(kind="failed", at=T0, from_status=Status.ORDERED, to_status=Status.FAILED)
+    assert tuple(event_fields(order.id, event)) == _EVENT_COLUMNS
+    note = OutboxItem("order.failed", "{}")
+    assert tuple(outbox_fields(order, note)) == OUTBOX_COLUMNS
+
+
+def test_rows_keyed_in_another_order_are_bound_by_column() -> None:
+    rows = [{"b": 2, "a": 1}, {"b": 4, "a": 3}]
+    sql, params = _insert_rows("t", ("a", "b"), rows)
+    assert sql == "INSERT INTO t (a, b) VALUES (?, ?), (?, ?)"
+    assert params == [1, 2, 3, 4]
+    in_order = [{"a": 1, "b": 2}, {"a": 3, "b": 4}]
+    assert _insert_rows("t", ("a", "b"), in_order) == (sql, params)
