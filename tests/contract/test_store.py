@@ -554,6 +554,26 @@ async def test_sqlite_inline_transactions_are_all_or_nothing(tmp_path: Path) -> 
             await store._run(broken, hot=True)
         assert await store._run(set_sku("AGAIN"), hot=True) == "NORMAL"  # on a new one
         assert stored_sku() == "AGAIN"
+
+        def fails_at_commit(conn: sa.Connection) -> None:
+            """A statement through SQLAlchemy whose foreign key is checked at COMMIT."""
+            conn.exec_driver_sql("PRAGMA defer_foreign_keys=ON")
+            conn.execute(
+                sa.text("INSERT INTO order_events (order_id, at, kind) VALUES (999, :at, 'x')"),
+                {"at": "2026-11-26 08:00:00.000000"},
+            )
+
+        with pytest.raises(sa.exc.IntegrityError, match="FOREIGN KEY"):
+            await store._run(fails_at_commit, hot=True)
+        # both transactions ended: the next call, through SQLAlchemy too, starts clean
+        assert await store._run(set_sku("NEXT", through_sqlalchemy=True), hot=True) == "NORMAL"
+        assert stored_sku() == "NEXT"
+        # a driver transaction left open (a failure that could not roll back) is ended
+        # before the next one begins, not met with "cannot start a transaction"
+        assert store._hot_conn is not None
+        store._hot_conn.connection.driver_connection.execute("BEGIN IMMEDIATE")  # type: ignore[union-attr]
+        assert await store._run(set_sku("CLEAN"), hot=True) == "NORMAL"
+        assert stored_sku() == "CLEAN"
     finally:
         await store.close()
 

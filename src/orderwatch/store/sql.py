@@ -298,7 +298,8 @@ class SqlStore:
         return decided_slow - decided_slow // DURABLE_PROBE
 
     def _tx(self, fn: Callable[[Connection], T], mode: str, *, wait: bool = True) -> T:
-        if not wait and self._hot_lock.acquire(blocking=False):
+        inline = not wait and not mode.startswith("auto-")
+        if inline and self._hot_lock.acquire(blocking=False):
             try:
                 return self._tx_inline(fn, mode)
             finally:
@@ -325,24 +326,30 @@ class SqlStore:
         conn = self._hot_conn
         if conn is None:
             conn = self.engine.connect().execution_options(orderwatch_inline=True)
-            self._hot_conn = conn
-            cast(sqlite3.Connection, conn.connection.driver_connection).execute(
-                "PRAGMA busy_timeout=0"
-            )
+            try:
+                cast(sqlite3.Connection, conn.connection.driver_connection).execute(
+                    "PRAGMA busy_timeout=0"
+                )
+            except BaseException:
+                conn.close()
+                raise
             conn.connection.info["busy_timeout"] = 0
+            self._hot_conn = conn
         raw = cast(sqlite3.Connection, conn.connection.driver_connection)
-        if mode == "read":
-            raw.execute("BEGIN")
-        else:
-            info = conn.connection.info
-            wanted = "FULL" if mode == "durable" else "NORMAL"
-            if info["synchronous"] != wanted:  # only outside a transaction, so here
-                raw.execute(f"PRAGMA synchronous={wanted}")
-                info["synchronous"] = wanted
-            raw.execute("BEGIN IMMEDIATE")
+        if raw.in_transaction:  # left open by a failure that could not roll it back
+            raw.rollback()
         try:
+            if mode == "read":
+                raw.execute("BEGIN")
+            else:
+                info = conn.connection.info
+                wanted = "FULL" if mode == "durable" else "NORMAL"
+                if info["synchronous"] != wanted:  # only outside a transaction, so here
+                    raw.execute(f"PRAGMA synchronous={wanted}")
+                    info["synchronous"] = wanted
+                raw.execute("BEGIN IMMEDIATE")
             result = fn(conn)
-            if conn.in_transaction():  # SQLAlchemy ran a statement: end its transaction too
+            if conn.get_transaction() is not None:  # SQLAlchemy ran a statement: end it too
                 conn.commit()
             else:
                 raw.commit()
@@ -350,9 +357,12 @@ class SqlStore:
             if conn.invalidated:  # SQLAlchemy found the connection unusable: open another
                 self._hot_conn = None
                 conn.close()
-            elif conn.in_transaction():
+                raise
+            # a failed commit leaves SQLAlchemy's transaction attached (inactive) until
+            # rolled back, and the driver's may still be open: end both
+            if conn.get_transaction() is not None:
                 conn.rollback()
-            elif raw.in_transaction:
+            if raw.in_transaction:
                 raw.rollback()
             raise
         return result
