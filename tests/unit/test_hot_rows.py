@@ -10,6 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from tests.support.orders import make_order
 
+from orderwatch import jsontext
 from orderwatch.lifecycle import Event
 from orderwatch.statuses import Reason, Status
 from orderwatch.store.base import OutboxItem
@@ -48,11 +49,29 @@ orders = st.builds(
 
 
 @given(orders, st.booleans())
-def test_a_write_row_holds_order_fields_values_in_column_order(order: Any, release: bool) -> None:
+def test_a_write_row_holds_each_column_its_own_value(order: Any, release: bool) -> None:
     hot = HotPath("sqlite")
+    t = hot.time_in
+    expected = {
+        "status": order.status.value,
+        "reason": order.reason.value if order.reason else None,
+        "description": order.description,
+        "vendor_order_id": order.vendor_order_id,
+        "vendor_status": order.vendor_status,
+        "logistics": None if order.logistics is None else jsontext.dumps(order.logistics),
+        "queries": order.queries,
+        "abnormal": order.abnormal,
+        "takeovers": order.takeovers,
+        "placements": order.placements,
+        "unknown_streak": order.unknown_streak,
+        "next_run_at": t(order.next_run_at),
+        "started_at": t(order.started_at),
+        "placed_at": t(order.placed_at),
+        "updated_at": t(order.updated_at),
+    }
     row = hot.write_row(order, release)
-    fields = order_fields(order, "token", hot.time_in)
-    assert row == (order.id, int(release), *(fields[c] for c in WRITE_COLUMNS))
+    assert row == (order.id, int(release), *(expected[c] for c in WRITE_COLUMNS))
+    assert order_fields(order, "token", t) == {"b_id": order.id, "b_token": "token", **expected}
 
 
 def test_event_and_outbox_fields_come_in_column_order() -> None:

@@ -265,12 +265,11 @@ class HotPath:
         n: dict[str, list[Any]] = {c: [] for c in OUTBOX_COLUMNS}
         for w in writes:
             order = w.transition.order
-            fields = order_fields(order, w.token, t)
             v["id"].append(order.id)
             v["token"].append(w.token)
             v["release"].append(w.release)
-            for c in WRITE_COLUMNS:
-                v[c].append(fields[c])
+            for c, value in zip(WRITE_COLUMNS, written_values(order, t), strict=True):
+                v[c].append(value)
             for ev in w.transition.events:
                 for c, value in event_fields(order.id, ev, t).items():
                     e[c].append(value)
@@ -334,29 +333,9 @@ class HotPath:
         return params
 
     def write_row(self, order: Order, release: bool) -> tuple[Any, ...]:
-        """``id, release, *WRITE_COLUMNS`` of one write: :func:`order_fields`' values in
-        :data:`WRITE_COLUMNS`' order, made directly (2.1 against 4.9 µs through the dict,
-        once per vendor call; a test holds the two equal)."""
-        t = self.time_in
-        return (
-            order.id,
-            1 if release else 0,
-            order.status.value,
-            order.reason.value if order.reason else None,
-            order.description,
-            order.vendor_order_id,
-            order.vendor_status,
-            jsontext.dumps_or_none(order.logistics),
-            order.queries,
-            order.abnormal,
-            order.takeovers,
-            order.placements,
-            order.unknown_streak,
-            t(order.next_run_at),
-            t(order.started_at),
-            t(order.placed_at),
-            t(order.updated_at),
-        )
+        """``id, release, *WRITE_COLUMNS`` of one write, as a tuple (2.1 against 4.9 µs
+        through :func:`order_fields`' dict, once per vendor call)."""
+        return (order.id, 1 if release else 0, *written_values(order, self.time_in))
 
     def _sql(self, text: str) -> str:
         if self.dialect == "sqlite":
@@ -466,29 +445,37 @@ def _same(value: datetime | None) -> Any:
     return value
 
 
+def written_values(order: Order, time: Callable[[datetime | None], Any] = _same) -> tuple[Any, ...]:
+    """What a transition writes, in :data:`WRITE_COLUMNS`' order; ``time`` turns datetimes
+    into what the statement binds (driver SQL or SQLAlchemy)."""
+    return (
+        order.status.value,
+        order.reason.value if order.reason else None,
+        order.description,
+        order.vendor_order_id,
+        order.vendor_status,
+        jsontext.dumps_or_none(order.logistics),
+        order.queries,
+        order.abnormal,
+        order.takeovers,
+        order.placements,
+        order.unknown_streak,
+        time(order.next_run_at),
+        time(order.started_at),
+        time(order.placed_at),
+        time(order.updated_at),
+    )
+
+
 def order_fields(
     order: Order, token: str | None, time: Callable[[datetime | None], Any] = _same
 ) -> dict[str, Any]:
-    """The columns a transition writes, keyed for the ``b_id``/``b_token`` guarded update;
-    ``time`` turns datetimes into what the statement binds (driver SQL or SQLAlchemy)."""
+    """The columns a transition writes, keyed for the ``b_id``/``b_token`` guarded update
+    (:func:`written_values` by column name)."""
     return {
         "b_id": order.id,
         "b_token": token,
-        "status": order.status.value,
-        "reason": order.reason.value if order.reason else None,
-        "description": order.description,
-        "vendor_order_id": order.vendor_order_id,
-        "vendor_status": order.vendor_status,
-        "logistics": jsontext.dumps_or_none(order.logistics),
-        "queries": order.queries,
-        "abnormal": order.abnormal,
-        "takeovers": order.takeovers,
-        "placements": order.placements,
-        "unknown_streak": order.unknown_streak,
-        "next_run_at": time(order.next_run_at),
-        "started_at": time(order.started_at),
-        "placed_at": time(order.placed_at),
-        "updated_at": time(order.updated_at),
+        **dict(zip(WRITE_COLUMNS, written_values(order, time), strict=True)),
     }
 
 
