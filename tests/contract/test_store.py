@@ -212,6 +212,36 @@ async def test_apply_writes_order_event_and_outbox_in_one_go(store: SqlStore) ->
     assert (note.event_type, note.state) == ("order.failed", "pending")
 
 
+async def test_a_write_back_refused_halfway_leaves_nothing_written(store: SqlStore) -> None:
+    # SQLite's multi-row writes say OR FAIL (no statement journal): a row refused halfway
+    # leaves the rows before it changed until the transaction is rolled back as a whole.
+    await store.insert_orders([new_order(f"H{i:02}") for i in range(40)], now=NOW)
+    claimed = await claim(store, limit=40)
+    later = NOW + timedelta(seconds=5)
+    writes = [
+        Write(finish(o, later), o.lease_token, OutboxItem("order.failed", "{}")) for o in claimed
+    ]
+    bad = writes[30].transition
+    writes[30] = replace(
+        writes[30], transition=replace(bad, order=replace(bad.order, queries=None))
+    )
+    with pytest.raises(Exception, match=r"(?i)null"):  # queries is NOT NULL
+        await store.apply(writes)
+    for o in claimed:
+        stored = await store.get_order(o.order_no)
+        assert stored is not None
+        assert (stored.status, stored.lease_token, stored.updated_at) == (
+            Status.PENDING,
+            o.lease_token,
+            o.updated_at,
+        )
+        assert [e.kind for e in await store.get_events(o.id)] == ["created"]
+        assert await store.list_outbox(o.id) == []
+    # the lease is still held: the same results, made valid, land
+    writes[30] = replace(writes[30], transition=bad)
+    assert await store.apply(writes) == {o.id for o in claimed}
+
+
 async def test_a_write_back_of_any_size_lands_every_row_once(store: SqlStore) -> None:
     # 46 results, one of them a late answer whose lease was taken over (it must not land):
     # SQLite writes the other 45 in statements of 32, 8, 4 and 1 rows, each compiled once.
