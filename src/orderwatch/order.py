@@ -94,16 +94,24 @@ def _unknown(changes: dict[str, Any]) -> None:
 
 
 def _make_evolve() -> Callable[..., Order]:
-    # dataclasses.replace() re-inspects every field on every call (~15 µs for an Order); the
-    # state machine makes one or two copies per vendor call, so the copy is generated once.
+    # dataclasses.replace() re-inspects every field on every call (~15 µs for an Order), and
+    # even a generated Order(**fields) pays ~3.5 µs matching 28 keywords; the state machine
+    # makes one or two copies per vendor call. So the copy is generated once: a bare
+    # instance, each slot copied, then the changes set (~1.5 µs).
     names = [f.name for f in fields(Order)]
-    body = ", ".join(f"{n}=get({n!r}, order.{n})" for n in names)
-    # a misspelt field is refused, not ignored (as get() alone would): ~0.1 µs a copy
+    copies = "".join(f"    new.{n} = order.{n}\n" for n in names)
+    # a misspelt field is refused, not ignored (as setattr on a slot would not be): ~0.1 µs
     check = "    if not changes.keys() <= FIELDS:\n        unknown(changes)\n"
-    namespace: dict[str, Any] = {"Order": Order, "FIELDS": frozenset(names), "unknown": _unknown}
+    namespace: dict[str, Any] = {
+        "Order": Order,
+        "FIELDS": frozenset(names),
+        "unknown": _unknown,
+        "bare": object.__new__,
+    }
     exec(
-        f"def evolve(order, /, **changes):\n{check}    get = changes.get\n"
-        f"    return Order({body})\n",
+        f"def evolve(order, /, **changes):\n{check}    new = bare(Order)\n{copies}"
+        "    for name, value in changes.items():\n        setattr(new, name, value)\n"
+        "    return new\n",
         namespace,
     )
     fn: Callable[..., Order] = namespace["evolve"]

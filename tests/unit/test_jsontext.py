@@ -85,3 +85,29 @@ def test_a_subclass_is_written_as_the_standard_library_writes_it() -> None:
 
     value = {"events": [Masked(phone="13800000000")], "n": True}
     assert jsontext.dumps(value) == COMPACT.encode(value) == '{"events":[{"phone":"***"}],"n":true}'
+
+
+big_documents = st.recursive(
+    scalars | st.integers() | st.floats(allow_nan=False, allow_infinity=False),
+    lambda inner: st.lists(inner, max_size=5) | st.dictionaries(st.text(max_size=8), inner),
+    max_leaves=20,
+)
+
+
+@given(big_documents)
+def test_loads_exact_reads_what_json_loads_reads(value: Any) -> None:
+    text = jsontext.dumps(value)
+    assert jsontext.loads_exact(text) == json.loads(text)
+    assert jsontext.loads_exact(f" {text}\n") == json.loads(f" {text}\n")
+
+
+def test_loads_exact_keeps_integers_beyond_64_bits_and_refuses_what_json_refuses() -> None:
+    assert jsontext.loads_exact('{"n":123456789012345678901234567890}') == {
+        "n": 123456789012345678901234567890
+    }
+    for bad in ('{"a":1} x', "", '{"a":'):
+        with pytest.raises(json.JSONDecodeError) as expected:
+            json.loads(bad)
+        with pytest.raises(json.JSONDecodeError) as got:
+            jsontext.loads_exact(bad)
+        assert str(got.value) == str(expected.value)

@@ -10,7 +10,6 @@ the store stays on SQLAlchemy Core.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
@@ -116,7 +115,6 @@ WRITE_COLUMNS = (
 )
 _STATUS = {s.value: s for s in Status}
 _REASON = {r.value: r for r in Reason}
-_COL = {name: i for i, name in enumerate(ORDER_COLUMNS)}
 
 
 _SKIP = "/*skip*/"  # where a claim leaves out vendors with a backlog (HotPath.skipping)
@@ -408,41 +406,70 @@ class HotPath:
         that is taking the row (and a takeover counted if another lease was on it)."""
         t = self.time_out
         kept = self._time_out_kept if self.text_times else t
-        takeovers = row[_COL["takeovers"]]
-        if lease is not None and row[_COL["locked_until"]] is not None:
+        # one unpacking, in ORDER_COLUMNS' order (test_hot_rows: a row read back)
+        (
+            id_,
+            order_no,
+            vendor,
+            customer_id,
+            sku,
+            quantity,
+            points,
+            recipient,
+            payment_status,
+            _request_hash,
+            status,
+            reason,
+            description,
+            vendor_order_id,
+            vendor_status,
+            logistics,
+            queries,
+            abnormal,
+            takeovers,
+            placements,
+            unknown_streak,
+            next_run_at,
+            started_at,
+            placed_at,
+            created_at,
+            updated_at,
+            _locked_by,
+            locked_until,
+            lease_token,
+        ) = row
+        if lease is not None and locked_until is not None:
             takeovers += 1  # a lease that was never released: its holder died or hung
-        rec = jsontext.loads(row[_COL["recipient"]])
-        reason = row[_COL["reason"]]
-        logistics = row[_COL["logistics"]]
+        rec = jsontext.loads(recipient)
         return Order(
-            id=row[_COL["id"]],
-            order_no=row[_COL["order_no"]],
-            vendor=row[_COL["vendor"]],
-            sku=row[_COL["sku"]],
-            quantity=row[_COL["quantity"]],
-            points=row[_COL["points"]],
+            id=id_,
+            order_no=order_no,
+            vendor=vendor,
+            sku=sku,
+            quantity=quantity,
+            points=points,
             recipient=Recipient(rec["name"], rec["phone"], rec["address"]),
-            payment_status=row[_COL["payment_status"]],
-            customer_id=row[_COL["customer_id"]],
-            status=_STATUS[row[_COL["status"]]],
+            payment_status=payment_status,
+            customer_id=customer_id,
+            status=_STATUS[status],
             reason=_REASON[reason] if reason else None,
-            description=row[_COL["description"]],
-            vendor_order_id=row[_COL["vendor_order_id"]],
-            vendor_status=row[_COL["vendor_status"]],
+            description=description,
+            vendor_order_id=vendor_order_id,
+            vendor_status=vendor_status,
             # a vendor's logistics may hold an integer beyond 64 bits: json keeps it exact
-            logistics=json.loads(logistics) if logistics is not None else None,
-            queries=row[_COL["queries"]],
-            abnormal=row[_COL["abnormal"]],
+            logistics=jsontext.loads_exact(logistics) if logistics is not None else None,
+            queries=queries,
+            abnormal=abnormal,
             takeovers=takeovers,
-            placements=row[_COL["placements"]],
-            unknown_streak=row[_COL["unknown_streak"]],
-            next_run_at=t(row[_COL["next_run_at"]]),
-            started_at=kept(row[_COL["started_at"]]),  # type: ignore[arg-type]
-            placed_at=kept(row[_COL["placed_at"]]),
-            created_at=t(row[_COL["created_at"]]),  # type: ignore[arg-type]
-            updated_at=t(row[_COL["updated_at"]]),  # type: ignore[arg-type]
-            lease_token=row[_COL["lease_token"]] if lease is None else lease,
-            locked_until=t(row[_COL["locked_until"]]),
+            placements=placements,
+            unknown_streak=unknown_streak,
+            next_run_at=t(next_run_at),
+            started_at=kept(started_at),  # type: ignore[arg-type]
+            placed_at=kept(placed_at),
+            created_at=t(created_at),  # type: ignore[arg-type]
+            updated_at=t(updated_at),  # type: ignore[arg-type]
+            lease_token=lease_token if lease is None else lease,
+            locked_until=t(locked_until),
         )
 
     def write_params(self, order: Order, token: str | None) -> dict[str, Any]:
