@@ -97,10 +97,10 @@ def _make_evolve() -> Callable[..., Order]:
     # dataclasses.replace() re-inspects every field on every call (~15 µs for an Order), and
     # even a generated Order(**fields) pays ~3.5 µs matching 28 keywords; the state machine
     # makes one or two copies per vendor call. So the copy is generated once: a bare
-    # instance, each slot copied, then the changes set (~1.5 µs).
+    # instance, each slot copied, then the changes set (~1.2 µs).
     names = [f.name for f in fields(Order)]
     copies = "".join(f"    new.{n} = order.{n}\n" for n in names)
-    # a misspelt field is refused, not ignored (as setattr on a slot would not be): ~0.1 µs
+    # a misspelt field is refused as a TypeError naming it, before anything is copied
     check = "    if not changes.keys() <= FIELDS:\n        unknown(changes)\n"
     namespace: dict[str, Any] = {
         "Order": Order,
