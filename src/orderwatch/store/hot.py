@@ -66,7 +66,7 @@ _PG_TYPES = {
 #: column, say) otherwise keeps a statement journal to undo itself alone, and past 64 KiB
 #: that journal spills to a temporary file, two ``pwrite`` calls per page it changes. The
 #: write-backs and claims spilled all the time: without it, a quarter fewer ``pwrite``
-#: calls and bytes written (strace of ``bench/store_ops.py``). FAIL stops at the failing
+#: calls (strace of ``bench/store_ops.py``) and bytes written. FAIL stops at the failing
 #: row without undoing the rows before it, which changes nothing here: every hot statement
 #: runs inside a transaction that is rolled back as a whole on any error (``SqlStore._tx``;
 #: test_store.py::test_a_write_back_refused_halfway_leaves_nothing_written).
@@ -521,7 +521,9 @@ def _insert_rows(
     table: str, columns: Sequence[str], rows: Sequence[dict[str, Any]]
 ) -> tuple[str, list[Any]]:
     one = "(" + ", ".join("?" * len(columns)) + ")"
-    if tuple(rows[0]) == tuple(columns):  # made by event_fields / outbox_fields: in order
+    # rows made by event_fields / outbox_fields are keyed in column order, and one call's
+    # rows all come from the same one, so the first row tells for all
+    if tuple(rows[0]) == tuple(columns):
         params = [v for r in rows for v in r.values()]  # a third of the lookups' cost
     else:
         params = [r[c] for r in rows for c in columns]
